@@ -1,0 +1,51 @@
+"""Errors for people: what is wrong, where (line, column, caret), and what to write instead."""
+
+from __future__ import annotations
+
+
+def line_col(text: str, pos: int) -> tuple[int, int]:
+    """1-based line and column of character offset ``pos`` in ``text``."""
+    pos = max(0, min(pos, len(text)))
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return line, column
+
+
+def caret_excerpt(text: str, pos: int, end: int | None = None, *, width: int = 72) -> str:
+    """The source line holding ``pos`` with a caret under ``pos`` (and tildes up to ``end``).
+
+    Long lines are cut to a window of ``width`` characters around the position, so a caret under
+    a 10^6-character prompt stays readable.
+    """
+    pos = max(0, min(pos, len(text)))
+    line_start = text.rfind("\n", 0, pos) + 1
+    line_end = text.find("\n", pos)
+    if line_end < 0:
+        line_end = len(text)
+    lo = max(line_start, pos - width // 2)
+    hi = min(line_end, lo + width)
+    prefix = "..." if lo > line_start else ""
+    suffix = "..." if hi < line_end else ""
+    shown = text[lo:hi].replace("\t", " ")
+    stop = pos + 1 if end is None else max(pos + 1, min(end, hi))
+    marker = "^" + "~" * (stop - pos - 1)
+    return f"{prefix}{shown}{suffix}\n{' ' * (len(prefix) + pos - lo)}{marker}"
+
+
+class ParseError(ValueError):
+    """A prompt that cannot be read. Carries ``line``, ``column`` (1-based), ``pos`` (0-based
+    offset), ``end``, a short ``label``, a ``hint`` of what to write instead, and a caret excerpt.
+    """
+
+    def __init__(self, label: str, text: str, pos: int, end: int | None = None, *, hint: str = ""):
+        self.label = label
+        self.text = text
+        self.pos = pos
+        self.end = pos + 1 if end is None else end
+        self.hint = hint
+        self.line, self.column = line_col(text, pos)
+        self.excerpt = caret_excerpt(text, pos, self.end)
+        message = f"{label} at line {self.line}, column {self.column}\n{self.excerpt}"
+        if hint:
+            message += f"\nhint: {hint}"
+        super().__init__(message)
