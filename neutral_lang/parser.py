@@ -421,49 +421,43 @@ _KEYWORDS = {k.value: k for k in Keyword}
 class _Builder:
     """Inline LALR transformer: builds AST nodes at each reduction (no tree, no recursion).
 
-    ``prompt`` reductions accumulate parts in a list; ``group`` (and :func:`parse`, for the
-    root) turn the list into a :class:`Prompt`.
+    ``prompt`` reductions accumulate parts in a list; ``part`` (for a group's inside) and
+    :func:`parse` (for the root) turn such a list into a :class:`Prompt`.
     """
 
     def part(self, children):
-        body = children[0]
-        if len(children) == 2:
-            w = children[1]
-            return (body, float(w.value), Span(w.start_pos, w.end_pos))
+        first = children[0]
+        if first.type == "TEXT":
+            body = Leaf(first.value, Span(first.start_pos, first.end_pos))
+        else:
+            close = children[2]
+            body = Group(_prompt(children[1]), Span(first.start_pos, close.end_pos))
+        last = children[-1]
+        if last.type == "WEIGHT":
+            return (body, float(last.value), Span(last.start_pos, last.end_pos))
         return (body, 1.0, None)
-
-    def leaf(self, children):
-        tok = children[0]
-        return Leaf(tok.value, Span(tok.start_pos, tok.end_pos))
-
-    def group(self, children):
-        lb, parts, rb = children
-        return Group(_prompt(parts), Span(lb.start_pos, rb.end_pos))
-
-    def joint(self, children):
-        return children
 
     def prompt(self, children):
         if len(children) == 1:
-            return [_part(None, children[0])]
-        parts, joint, part = children
-        parts.append(_part(joint, part))
+            return [_part(None, None, children[0])]
+        parts = children[0]
+        parts.append(_part(children[1], children[2] if len(children) == 4 else None, children[-1]))
         return parts
 
 
-def _part(joint, part) -> Part:
+def _part(joint, options, part) -> Part:
     body, weight, wspan = part
     start = body.span.start
     end = wspan.end if wspan is not None else body.span.end
-    if joint is None or joint[0].type == "IMPLICIT_AND":
+    if joint is None or joint.type == "IMPLICIT_AND":
         return Part(Keyword.AND, body, weight, Span(start, max(start, end)), (), None, wspan)
-    tok = joint[0]
-    kspan_end, opts = tok.end_pos, ()
-    if len(joint) > 1:
-        opts, kspan_end = joint[1].options, joint[1].end_pos
+    if options is None:
+        opts, kspan_end = (), joint.end_pos
+    else:
+        opts, kspan_end = options.options, options.end_pos
     return Part(
-        _KEYWORDS[tok.value], body, weight, Span(tok.start_pos, end), opts,
-        Span(tok.start_pos, kspan_end), wspan,
+        _KEYWORDS[joint.value], body, weight, Span(joint.start_pos, end), opts,
+        Span(joint.start_pos, kspan_end), wspan,
     )
 
 
