@@ -23,6 +23,9 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from lark import Lark
+from lark.lexer import Lexer
+
 from .ast import Group, Keyword, Leaf, Option, Part, Prompt, Span
 from .errors import ParseError
 
@@ -473,24 +476,27 @@ def grammar_text() -> str:
         return (Path(__file__).resolve().parent.parent / "grammar" / "neutral_prompt.lark").read_text("utf-8")
 
 
+class _StructureLexer(Lexer):
+    """Lark's view of our lexer: "text" is a :class:`_Structure`, already analysed."""
+
+    def __init__(self, lexer_conf):
+        pass
+
+    def lex(self, structure):
+        return _tokens(structure)
+
+
 @lru_cache(maxsize=1)
-def _lalr():
-    from lark import Lark
-    from lark.lexer import Lexer
-
-    class _StructureLexer(Lexer):
-        def __init__(self, lexer_conf):
-            pass
-
-        def lex(self, structure):
-            return _tokens(structure)
-
+def _lalr() -> Lark:
     return Lark(
         grammar_text(),
         start="prompt",
         parser="lalr",
         lexer=_StructureLexer,
         transformer=_Builder(),
+        # The LALR tables are cached in the temp dir (keyed by grammar and options): `lint` then
+        # starts ~0.1 s sooner. Lark rebuilds them when the cache is missing or stale.
+        cache=True,
     )
 
 

@@ -1,0 +1,33 @@
+"""NP401 non-finite-weight: ``x :nan``, ``x :inf``, ``x :1e999``.
+
+The original extension read any ``float()`` as a weight, so ``nan`` and ``inf`` went through and
+turned the whole image into NaN. Here they are a parse error; the linter reports it and goes on
+as if the weight were a finite number.
+"""
+
+from __future__ import annotations
+
+from ...ast import Span
+from ...errors import ParseError
+from ..registry import rule
+
+RULE = rule("non-finite-weight")
+_LABEL = "non-finite weight"
+
+
+def handles(err: ParseError) -> bool:
+    return err.label == _LABEL
+
+
+def from_parse_error(err: ParseError, text: str):
+    bad = text[err.pos:err.end]
+    return RULE.diagnostic(
+        Span(err.pos, err.end),
+        f"non-finite weight '{bad}': the original would turn the whole image into NaN",
+        hint=err.hint,
+    )
+
+
+def recover(text: str, err: ParseError) -> str:
+    # Any finite number of the same length keeps every offset: "nan" -> "111".
+    return text[:err.pos] + "1" * (err.end - err.pos) + text[err.end:]
