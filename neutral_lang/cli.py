@@ -1,10 +1,12 @@
-"""The command line: ``neutral-lang lint|fmt|explain`` (also ``python -m neutral_lang``).
+"""The command line: ``neutral-lang lint|fmt|explain|run|demo`` (also ``python -m neutral_lang``).
 
     neutral-lang lint "a castle AND_PREP monster"          # prompts as arguments
     neutral-lang lint -f prompt.txt -f 00012-1195978169.png  # files: text, or A1111 PNGs
     pbpaste | neutral-lang lint --format json               # stdin
     neutral-lang fmt --check -f prompt.txt
     neutral-lang explain "a AND_PERP [b AND_SALT c]"
+    neutral-lang run --model PATH_OR_ID "a castle AND_PERP monster :-1" --steps 30 --out castle.png
+    neutral-lang demo                                        # offline, tiny random-weight pipeline
 
 Inputs (every subcommand): each positional ``PROMPT`` is one prompt (labelled ``<arg1>``,
 ``<arg2>``, ...); each ``-f FILE`` is one prompt, the whole file (``-`` is stdin); with neither,
@@ -353,7 +355,88 @@ def _compiled_explanation(text: str) -> str | None:
 #: ``handler=cmd_<name>`` (a function ``argparse.Namespace -> int``, the exit code). To add a
 #: subcommand (``run``, ``demo``), write ``add_<name>(sub)`` and ``cmd_<name>(args)`` -- importing
 #: torch or diffusers inside ``cmd_<name>``, never at module level -- and append ``add_<name>`` here.
-SUBCOMMANDS: list[Callable] = [add_lint, add_fmt, add_explain]
+def add_run(sub) -> None:
+    p = sub.add_parser("run", help="generate an image with a diffusers pipeline",
+                       description="Compile a prompt and run it on a Stable Diffusion / SDXL checkpoint.")
+    p.add_argument("prompt", help="the Neutral Prompt")
+    p.add_argument("--model", required=True, metavar="PATH_OR_ID",
+                   help="a diffusers model folder, or a hub id already in the local cache")
+    p.add_argument("--negative", default="", help="negative prompt (A1111 syntax)")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", default=None, metavar="W[xH]", help="image size, e.g. 512 or 832x1216")
+    p.add_argument("--guidance-scale", type=float, default=7.0)
+    p.add_argument("--cfg-rescale", type=float, default=0.0, help="CFG rescale factor in [0, 1]")
+    p.add_argument("--out", default="image.png", help="output PNG (default: image.png)")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps, ... (default: cuda if available, else cpu)")
+    p.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
+                   help="default: float16 on cuda, float32 elsewhere")
+    p.set_defaults(handler=cmd_run)
+
+
+def _size(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        w, _, h = text.lower().partition("x")
+        width, height = int(w), int(h or w)
+    except ValueError:
+        raise InputError(f"--size takes W or WxH in pixels, e.g. 512 or 832x1216, not {text!r}") from None
+    return {"width": width, "height": height}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import ParseError, compile
+
+    try:
+        program = compile(args.prompt, cfg_rescale=args.cfg_rescale)
+    except ParseError as err:
+        print(f"<prompt>:{err.line}:{err.column}: {err.label}\n{_indent(err.excerpt)}", file=sys.stderr)
+        if err.hint:
+            print(f"  hint: {err.hint}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    size = _size(args.size)
+
+    import torch
+
+    from .backends.diffusers import ModelLoadError, load_pipeline
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, args.dtype or ("float16" if device == "cuda" else "float32"))
+    try:
+        pipe = load_pipeline(args.model, device=device, dtype=dtype)
+    except ModelLoadError as err:
+        raise InputError(str(err)) from None
+    generator = torch.Generator(device).manual_seed(args.seed)
+    result = program.run(pipe, negative_prompt=args.negative, num_inference_steps=args.steps,
+                         guidance_scale=args.guidance_scale, generator=generator, **size)
+    result.images[0].save(args.out)
+    print(f"wrote {args.out}")
+    return EXIT_OK
+
+
+def add_demo(sub) -> None:
+    from .demo import add_arguments
+
+    p = sub.add_parser("demo", help="lint, explain and run the example prompts; write images and guidance maps",
+                       description="Offline on the embedded tiny random-weight pipeline, or --model.")
+    add_arguments(p)
+    p.set_defaults(handler=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .backends.diffusers import ModelLoadError
+    from .demo import main as demo
+
+    try:
+        return demo(args)
+    except ModelLoadError as err:
+        raise InputError(str(err)) from None
+
+
+SUBCOMMANDS: list[Callable] = [add_lint, add_fmt, add_explain, add_run, add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
