@@ -17,7 +17,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import assume, given, settings, strategies as st  # noqa: E402
 
 from neutral_lang.ast import Group, Keyword, Leaf, Option, Part, Prompt, Span  # noqa: E402
 from neutral_lang.backends.torch import reference, strategies as S  # noqa: E402
@@ -307,7 +307,7 @@ def test_salt_agrees_with_the_literal_spec_formula(shape, seed, n, scale):
     logs = torch.stack([torch.log_softmax(x.abs().flatten(1).double(), 1).reshape(shape) for x in [d] + vs])
     top2 = logs.topk(2, dim=0).values
     clear = (top2[0] - top2[1]) > 1e-5
-    assert clear.double().mean() > 0.99
+    assume(clear.any())  # near-ties are decided by rounding in either computation
     out, spec = S.salt(d, vs, ws), _salt_spec(d, vs, ws)
     assert torch.equal(out[clear], spec[clear])
 

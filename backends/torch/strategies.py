@@ -58,9 +58,7 @@ def _stats_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in _HALF else x.dtype
 
 
-def _accumulate_dtype(x: torch.Tensor) -> torch.dtype:
-    # MPS has no float64; float32 accumulation is the best it offers.
-    return torch.float32 if x.device.type == "mps" else torch.float64
+_SAME_SIZE_INT = {torch.float32: torch.int32, torch.float64: torch.int64}
 
 
 def perpendicular(d: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -71,21 +69,25 @@ def perpendicular(d: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         perp(d, v) = v - d * <d, v> / <d, d>        (inner products over the whole batch item)
 
     An item whose ``d`` is all zeros has no direction to project out: ``v`` comes back unchanged.
-    The inner products are accumulated in float64 (products included, so tiny ``d`` do not underflow
-    to a false zero) and only the per-item coefficient is cast back.
+    Computed in float32 (float64 for float64 inputs). ``d`` is first divided by its largest
+    magnitude ``m``, and ``<d,v>/<d,d> = <d/m, v> / (m <d/m, d/m>)``: the squares then cannot
+    underflow to a false zero for tiny ``d``, nor overflow for huge ones, without paying for
+    float64 copies of both tensors.
     """
     _check_float("d", d)
     _check_float("v", v)
     _check_same_shape("d", d, "v", v)
     batch = d.shape[0]
-    acc = _accumulate_dtype(d)
-    d_flat = d.reshape(batch, -1).to(acc)
-    v_flat = v.reshape(batch, -1).to(acc)
-    dd = torch.linalg.vecdot(d_flat, d_flat)
-    dv = torch.linalg.vecdot(d_flat, v_flat)
-    coef = torch.where(dd > 0, dv / dd, torch.zeros_like(dd))
     work = _stats_dtype(v)
-    out = torch.addcmul(v.to(work), d.to(work), _per_item(coef.to(work), v), value=-1)
+    d_flat = d.reshape(batch, -1).to(work)
+    v_flat = v.reshape(batch, -1).to(work)
+    scale = d_flat.abs().amax(dim=1, keepdim=True)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    unit = d_flat / scale
+    dd = torch.linalg.vecdot(unit, unit)
+    dv = torch.linalg.vecdot(unit, v_flat)
+    coef = torch.where(dd > 0, dv / (dd * scale.squeeze(1)), torch.zeros_like(dd))
+    out = torch.addcmul(v.to(work), d.to(work), _per_item(coef, v), value=-1)
     return out.to(v.dtype)
 
 
@@ -108,7 +110,18 @@ def topk(v: torch.Tensor, k: float = 0.05) -> torch.Tensor:
     if index < 1:
         return v.clone()
     magnitude = v.abs().reshape(batch, -1)
-    threshold = torch.kthvalue(magnitude, index, dim=1).values
+    # Non-negative floats order like their bit patterns read as signed integers, and selecting
+    # on integers is exact and faster; ties stay ties.
+    as_int = _SAME_SIZE_INT.get(magnitude.dtype)
+    if as_int is not None:
+        magnitude = magnitude.view(as_int)
+    # The index-th smallest is the (numel - index + 1)-th largest: for small k, a partial top-k
+    # selection is about twice as fast as kthvalue's quickselect over the whole item.
+    largest = numel - index + 1
+    if largest <= index:
+        threshold = torch.topk(magnitude, largest, dim=1, sorted=False).values.amin(dim=1)
+    else:
+        threshold = torch.kthvalue(magnitude, index, dim=1).values
     keep = magnitude >= threshold.unsqueeze(1)
     return torch.where(keep.reshape(v.shape), v, torch.zeros((), dtype=v.dtype, device=v.device))
 

@@ -1,0 +1,258 @@
+"""The intermediate representation: what a prompt means, with the syntax gone.
+
+The AST says how a prompt was written; the IR says what it computes (SPEC section 2)::
+
+    Module(roots=(Group(...),), conds=("a castle", "monster"))       one root per source prompt
+    Group(parts=(Part(AND, 1.0, Cond(0)), Part(PERP, -1.0, Cond(1))))
+
+- A :class:`Part` carries its operator (:class:`Op`), its weight, its body (a :class:`Cond` or a
+  nested :class:`Group`), its resolved options (:class:`Options`: ``k``, ``per_channel``,
+  ``momentum``, ``beta``; defaults everywhere but on ``TOPK``), its :class:`Window` of steps, and
+  the source :class:`~neutral_lang.ast.Span` it came from (offsets into its root's prompt text).
+- A :class:`Cond` is a leaf conditioning: an integer id into ``Module.conds``, the table of
+  trimmed leaf texts. Each entry is one model evaluation per step.
+- A root :class:`Group` means ``full(root)``; the guided prediction is ``u + s * full(root)``.
+  An empty group means zero (what pruning leaves when nothing in it contributes).
+
+All nodes are frozen; passes (:mod:`neutral_lang.passes`) build new trees and share every subtree
+they do not change. Trees can be 10^4 levels deep, so everything here walks them with explicit
+stacks: use :func:`walk`, :func:`rewrite` and :func:`dump` rather than the generated ``==`` and
+``repr`` (which recurse) on deep trees.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Callable, Iterator, Union
+
+from .ast import Span
+
+__all__ = [
+    "Op", "AND", "PERP", "SALT", "TOPK", "Bound", "Window", "ALWAYS", "Options", "DEFAULT_OPTIONS", "Cond", "Group", "Part",
+    "Module", "walk", "rewrite", "dump", "describe", "num",
+]
+
+
+class Op(str, enum.Enum):
+    """What a part does with its delta in its group (SPEC section 2)."""
+
+    AND = "AND"    # adds w * full to the group's base
+    PERP = "PERP"  # adds w * perp(base, full)
+    SALT = "SALT"  # competes with the base for salient elements
+    TOPK = "TOPK"  # adds w * topk(full, k) (SEGA edit, optionally with momentum)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# The operators as module constants: `part.op is AND` skips the enum class lookup of `Op.AND`,
+# which costs more than the comparison in the passes' inner loops.
+AND, PERP, SALT, TOPK = Op.AND, Op.PERP, Op.SALT, Op.TOPK
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """One end of a window as written: a step index (``10``) or a fraction of the steps (``0.2``).
+
+    A fraction ``f`` means step ``int(f * num_steps)`` (SPEC section 4), so the kind is kept until
+    the number of steps is known.
+    """
+
+    value: float
+    fraction: bool
+
+    def step(self, num_steps: int) -> int:
+        return int(self.value * num_steps) if self.fraction else int(self.value)
+
+    def __str__(self) -> str:
+        if self.fraction:
+            return repr(float(self.value))
+        return str(int(self.value))
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The half-open range of steps ``[start, end)`` in which a part acts; ``None`` is unbounded."""
+
+    start: Bound | None = None
+    end: Bound | None = None
+
+    @property
+    def always(self) -> bool:
+        return self.start is None and self.end is None
+
+    def contains(self, step: int, num_steps: int) -> bool:
+        if self.start is not None and step < self.start.step(num_steps):
+            return False
+        return self.end is None or step < self.end.step(num_steps)
+
+    def is_empty(self) -> bool:
+        """True when no step of any run lies in the window, whatever ``num_steps`` is.
+
+        Provable cases: ``end`` is step 0 or fraction 0; or both bounds are of one kind with
+        ``start >= end`` (``int(f * n)`` is monotone in ``f``). Mixed kinds depend on ``num_steps``.
+        """
+        if self.end is None:
+            return False
+        if self.end.value <= 0:
+            return True
+        if self.start is None or self.start.fraction != self.end.fraction:
+            return False
+        if self.start.fraction:
+            return self.start.value >= self.end.value
+        return int(self.start.value) >= int(self.end.value)
+
+    def __str__(self) -> str:
+        start = "0" if self.start is None else str(self.start)
+        end = "inf" if self.end is None else str(self.end)
+        return f"[{start}, {end})"
+
+
+ALWAYS = Window()
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Resolved keyword options of a ``TOPK`` part (SPEC section 4); other parts keep the defaults."""
+
+    k: float = 0.05
+    per_channel: bool = False
+    momentum: float = 0.0
+    beta: float = 0.4
+
+    def __str__(self) -> str:
+        items = []
+        if self.k != 0.05:
+            items.append(f"k={num(self.k)}")
+        if self.per_channel:
+            items.append("per_channel")
+        if self.momentum:
+            items.append(f"momentum={num(self.momentum)} beta={num(self.beta)}")
+        return " ".join(items)
+
+
+DEFAULT_OPTIONS = Options()
+
+
+@dataclass(frozen=True, slots=True)
+class Cond:
+    """A leaf conditioning: ``full = eps(conds[id]) - u``."""
+
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """``full(group) = base + aux(base)`` over its parts (SPEC section 2). Empty means zero."""
+
+    parts: tuple["Part", ...]
+    span: Span
+
+
+Body = Union[Cond, Group]
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One operand of a group: ``op`` applied to ``weight * full(body)`` while ``window`` holds."""
+
+    op: Op
+    weight: float
+    body: Body
+    span: Span
+    window: Window = ALWAYS
+    options: Options = DEFAULT_OPTIONS
+
+    @property
+    def has_momentum(self) -> bool:
+        return self.op is TOPK and self.options.momentum != 0
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    """A compiled unit: one root group per source prompt, and the conditioning table they share."""
+
+    roots: tuple[Group, ...]
+    conds: tuple[str, ...]
+
+    def rewrite(self, rule: Callable[[Group], Group]) -> "Module":
+        """Apply :func:`rewrite` to every root; the same module back when no root changed."""
+        roots = tuple(rewrite(root, rule) for root in self.roots)
+        if all(new is old for new, old in zip(roots, self.roots)):
+            return self
+        return Module(roots, self.conds)
+
+
+def walk(group: Group, depth: int = 0) -> Iterator[tuple[int, Part]]:
+    """Every part under ``group`` as ``(depth, part)``, pre-order, without recursion."""
+    stack = [(depth, p) for p in reversed(group.parts)]
+    while stack:
+        d, part = stack.pop()
+        yield d, part
+        if isinstance(part.body, Group):
+            stack.extend((d + 1, p) for p in reversed(part.body.parts))
+
+
+def rewrite(root: Group, rule: Callable[[Group], Group]) -> Group:
+    """Rebuild ``root`` bottom-up: each group gets its rewritten children, then ``rule`` maps it.
+
+    ``rule`` sees every group once, children first (so a rule that looks one level down sees
+    children already in their final form). Unchanged subtrees are shared, and ``root`` itself comes
+    back when nothing changed: passes can test ``new is old``. No recursion: any depth works.
+    """
+    order = [root]  # pre-order: every group after its parent, so reversed it is bottom-up
+    for group in order:
+        order.extend(p.body for p in group.parts if type(p.body) is Group)
+    done: dict[int, Group] = {}  # id of an original group -> its rewritten form
+    for group in reversed(order):
+        parts = group.parts
+        for i, part in enumerate(parts):
+            if type(part.body) is Group and done[id(part.body)] is not part.body:
+                rebuilt = list(parts[:i])
+                for part in parts[i:]:
+                    if type(part.body) is Group:
+                        part = Part(part.op, part.weight, done[id(part.body)], part.span, part.window, part.options)
+                    rebuilt.append(part)
+                done[id(group)] = rule(Group(tuple(rebuilt), group.span))
+                break
+        else:
+            done[id(group)] = rule(group)
+    return done[id(root)]
+
+
+def num(x: float) -> str:
+    """A number as it reads best: ``1``, ``-0.5``, ``1e-05``."""
+    if x == int(x) and abs(x) < 1e15:
+        return str(int(x))
+    return repr(float(x))
+
+
+def describe(part: Part) -> str:
+    """One line for a part: operator, weight, window, options, and its conditioning id."""
+    words = [str(part.op), num(part.weight)]
+    if not part.window.always:
+        words.append(f"when {part.window}")
+    options = str(part.options)
+    if options:
+        words.append(options)
+    if isinstance(part.body, Cond):
+        words.append(f"#{part.body.id}")
+    return " ".join(words)
+
+
+def dump(module: Module) -> str:
+    """A readable, stable text of the IR (golden fixtures compare it; ``explain`` prints it)::
+
+        #0 'a castle'
+        #1 'monster'
+        prompt 0
+          AND 1 #0
+          PERP -1 #1
+    """
+    lines = [f"#{i} {text!r}" for i, text in enumerate(module.conds)]
+    for n, root in enumerate(module.roots):
+        lines.append(f"prompt {n}" + ("" if root.parts else " (zero)"))
+        for depth, part in walk(root, 1):
+            lines.append("  " * depth + describe(part))
+    return "\n".join(lines)
