@@ -103,10 +103,15 @@ class Part:
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
-    """A sequence of one or more parts. The root of every parse, and the inside of every group."""
+    """A sequence of one or more parts. The root of every parse, and the inside of every group.
+
+    ``source`` is the text a root was parsed from (``None`` inside groups and for trees built by
+    hand); spans are offsets into it.
+    """
 
     parts: tuple[Part, ...]
     span: Span
+    source: str | None = None
 
 
 def iter_parts(prompt: Prompt, *, depth: int = 0) -> Iterator[tuple[int, Part]]:
@@ -117,6 +122,22 @@ def iter_parts(prompt: Prompt, *, depth: int = 0) -> Iterator[tuple[int, Part]]:
         yield d, part
         if isinstance(part.body, Group):
             stack.extend((d + 1, p) for p in reversed(part.body.prompt.parts))
+
+
+def meaning(prompt: Prompt) -> list[tuple]:
+    """What a tree means, without its spelling: per part, in pre-order, its depth, keyword,
+    options, weight and leaf text (``None`` for a group). Two trees mean the same exactly when
+    these lists are equal. Iterative, like :func:`iter_parts`."""
+    return [
+        (
+            depth,
+            part.keyword,
+            tuple(sorted((o.name, o.value, o.is_fraction) for o in part.options)),
+            part.weight,
+            part.body.text if isinstance(part.body, Leaf) else None,
+        )
+        for depth, part in iter_parts(prompt)
+    ]
 
 
 def leaves(prompt: Prompt) -> Iterator[Leaf]:

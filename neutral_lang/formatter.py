@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from .ast import Group, Leaf, Option, Part, Prompt
+from .ast import Group, Leaf, Option, Part, Prompt, meaning
 
 __all__ = ["format", "format_number"]
 
@@ -57,15 +57,38 @@ _OPEN, _CLOSE = object(), object()
 
 
 def format(prompt_or_text: Prompt | str) -> str:
-    """The canonical text of a prompt (an AST, or text to parse leniently first)."""
-    if isinstance(prompt_or_text, str):
-        from .parser import parse
+    """The canonical text of a prompt (an AST, or text to parse leniently first).
 
-        prompt_or_text = parse(prompt_or_text)
+    Leaf texts with unmatched brackets (lenient input such as ``[[a AND b]:2]``) can pair up
+    differently once the parts around them are respaced and their implicit ``AND`` written out.
+    The result is therefore read back, and where it would mean something else, the source text
+    is returned unchanged: it is the only spelling known to mean the tree (and it is again what
+    ``format`` returns for it, so ``format`` stays a fixed point). A tree built by hand, without
+    a source, raises ``ValueError`` in that case.
+    """
+    from .parser import ParseError, parse
+
+    prompt = parse(prompt_or_text) if isinstance(prompt_or_text, str) else prompt_or_text
+    text = _render(prompt)
+    try:
+        same = meaning(parse(text)) == meaning(prompt)
+    except ParseError:
+        same = False
+    if same:
+        return text
+    if prompt.source is not None:
+        return prompt.source
+    raise ValueError(
+        "this prompt has unmatched brackets whose reading depends on its exact spelling; "
+        "it has no canonical form (neutral-lang lint reports the brackets)"
+    )
+
+
+def _render(prompt: Prompt) -> str:
     # First the pieces, in order, then one space between pieces except just inside brackets.
     pieces: list[object] = []
     # Frames: (parts, index of the next part, the group's weight to write after its `]`).
-    stack: list[tuple[tuple[Part, ...], int, str | None]] = [(prompt_or_text.parts, 0, None)]
+    stack: list[tuple[tuple[Part, ...], int, str | None]] = [(prompt.parts, 0, None)]
     while stack:
         parts, i, group_weight = stack.pop()
         if i == len(parts):

@@ -542,4 +542,5 @@ def parse(text: str, *, strict: bool = False) -> Prompt:
     if strict:
         _check_balanced(text)
     structure = _Structure(_Raw(text))
-    return _prompt(_lalr().parse(structure))  # type: ignore[arg-type]
+    parts = _lalr().parse(structure)  # type: ignore[arg-type]
+    return Prompt(tuple(parts), Span(parts[0].span.start, parts[-1].span.end), text)

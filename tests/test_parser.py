@@ -254,3 +254,14 @@ def test_strict_parse_raises_only_parse_error(text):
 def test_group_nodes_carry_their_prompt():
     body = nl.parse("x AND_PERP [a AND_SALT b]").parts[1].body
     assert isinstance(body, Group) and len(body.prompt.parts) == 2
+
+
+def test_format_keeps_the_source_when_stray_brackets_would_regroup():
+    # '[[a' AND 'b]':2 AND ']' would read as one group once respaced: the source is the only
+    # spelling that means this tree; a tree with no source cannot be formatted.
+    import dataclasses
+
+    prompt = nl.parse("[[a AND b]:2]")
+    assert nl.format(prompt) == "[[a AND b]:2]"
+    with pytest.raises(ValueError, match="no canonical form"):
+        nl.format(dataclasses.replace(prompt, source=None))
