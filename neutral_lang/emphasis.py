@@ -1,0 +1,308 @@
+"""A1111's leaf layer: emphasis weights and prompt schedules, in exact agreement with A1111.
+
+A leaf's text goes to the text encoder in A1111's own sub-language, and a diffusers backend
+must read it the way AUTOMATIC1111's ``modules/prompt_parser.py`` does, or the same prompt
+draws a different picture. Two readings are involved:
+
+- :func:`parse` -- emphasis, as ``parse_prompt_attention``: ``(x)`` multiplies the attention
+  of ``x`` by 1.1, ``(x:w)`` by ``w``, ``[x]`` by 1/1.1; ``\\( \\) \\[ \\] \\\\`` are literal
+  characters; ``BREAK`` marks a chunk boundary for the 75-token windows.
+- :func:`schedule` -- which text is in force at which step, as
+  ``get_learned_conditioning_prompt_schedules`` (current scheduling, no hires pass): prompt
+  editing ``[from:to:when]`` and alternation ``[a|b]``.
+
+Both return what A1111 returns, value for value (lists of tuples instead of lists of lists), so
+weights agree bit for bit: the multiplications happen in A1111's order. The only differences are
+inputs on which A1111 raises instead of answering (both are lenient here, as SPEC section 1 asks
+of malformed input):
+
+- ``(x:.)`` or ``(x:1.2.3)`` -- a weight ``float()`` cannot read, with a ``(`` open. A1111 raises
+  ``ValueError``; here the ``:`` is plain text, so the ``)`` closes with the default 1.1.
+- ``[a:b:1e999]`` -- a ``when`` that overflows to infinity. A1111 raises ``OverflowError``; here
+  ``+inf`` means "at the last step" (clamped to ``steps``) and ``-inf`` "never".
+
+The schedule grammar is the leaf layer of ``grammar/neutral_prompt.lark``; the Earley parser
+for it is built on the first call to :func:`schedule`, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Union
+
+__all__ = ["BREAK", "parse", "schedule", "variants", "text_at"]
+
+BREAK = ("BREAK", -1.0)
+"""The chunk-boundary marker in :func:`parse` output, exactly as A1111 emits it."""
+
+_ROUND = 1.1  # (x)
+_SQUARE = 1 / 1.1  # [x]
+
+# One token of A1111's emphasis scanner. Alternatives are tried in order: escapes before a lone
+# backslash, and a weighted close before a plain colon. `\d` is Unicode-aware on purpose, like
+# A1111's: float() reads other scripts' digits too.
+_EMPHASIS_TOKEN = re.compile(
+    r"""
+      (?P<escape>\\[()\[\]\\])       # \( \) \[ \] \\  -> the character itself
+    | (?P<backslash>\\)              # any other backslash vanishes
+    | (?P<open>[(\[])
+    | (?P<weighted>:\s*(?P<weight>[+-]?[.\d]+)\s*\))
+    | (?P<close>[)\]])
+    | (?P<text>[^\\()\[\]:]+)
+    | (?P<colon>:)
+    """,
+    re.X,
+)
+
+# A1111 splits every run of text on this, so `xBREAK` and `BREAKy` stay words.
+_BREAK_SPLIT = re.compile(r"\s*\bBREAK\b\s*")
+
+
+# ---------------------------------------------------------------------------------------------
+# Emphasis
+
+
+def parse(text: str) -> list[tuple[str, float]]:
+    """``(text, weight)`` runs of ``text``, as A1111's ``parse_prompt_attention`` returns them.
+
+    Each closing bracket multiplies the weights of everything since its opening bracket, in the
+    order the brackets close; brackets still open at the end multiply outermost first, round
+    ones before square ones. That order is what makes ``(((house:1.3))`` come out as
+    ``1.5730000000000004`` here as in A1111. Unmatched closers are text. Adjacent runs of equal
+    weight merge, so a result never has two neighbours with ``==`` weights.
+    ``BREAK`` is the entry ``("BREAK", -1.0)`` (its weight is multiplied like any other).
+    Never raises: see the module docstring for the one reading that differs from A1111's.
+    """
+    runs: list[list] = []  # [text, weight], mutated in place as brackets close
+    round_opens: list[int] = []
+    square_opens: list[int] = []
+    pos = 0
+    while pos < len(text):
+        m = _EMPHASIS_TOKEN.match(text, pos)
+        pos = m.end()
+        kind = m.lastgroup  # the outer group: "weighted", never "weight"
+        if kind == "escape":
+            runs.append([m.group()[1], 1.0])
+        elif kind == "backslash":
+            runs.append(["", 1.0])
+        elif kind == "open":
+            (round_opens if m.group() == "(" else square_opens).append(len(runs))
+        elif kind == "weighted" and round_opens:
+            weight = _float_or_none(m.group("weight"))
+            if weight is None:  # A1111 raises here; read the colon as text and go on
+                _add_text(runs, ":")
+                pos = m.start() + 1
+            else:
+                _scale(runs, round_opens.pop(), weight)
+        elif m.group() == ")" and round_opens:
+            _scale(runs, round_opens.pop(), _ROUND)
+        elif m.group() == "]" and square_opens:
+            _scale(runs, square_opens.pop(), _SQUARE)
+        else:
+            _add_text(runs, m.group())
+    for start in round_opens:
+        _scale(runs, start, _ROUND)
+    for start in square_opens:
+        _scale(runs, start, _SQUARE)
+    return _merge_equal_neighbours(runs or [["", 1.0]])
+
+
+def _float_or_none(number: str) -> float | None:
+    """A weight as A1111 reads it, or None where its ``float()`` would raise (``.``, ``1.2.3``)."""
+    try:
+        return float(number)
+    except ValueError:
+        return None
+
+
+def _add_text(runs: list[list], text: str) -> None:
+    """Append plain text at weight 1, with a BREAK marker wherever A1111 splits it."""
+    for i, piece in enumerate(_BREAK_SPLIT.split(text)):
+        if i:
+            runs.append(list(BREAK))
+        runs.append([piece, 1.0])
+
+
+def _scale(runs: list[list], start: int, factor: float) -> None:
+    """Multiply every run from ``start`` on; one multiplication per close, as A1111 does it."""
+    for run in runs[start:]:
+        run[1] *= factor
+
+
+def _merge_equal_neighbours(runs: list[list]) -> list[tuple[str, float]]:
+    """Join adjacent runs whose weights compare equal; the first run's weight is kept."""
+    merged = [runs[0]]
+    for text, weight in runs[1:]:
+        if merged[-1][1] == weight:
+            merged[-1][0] += text
+        else:
+            merged.append([text, weight])
+    return [(text, float(weight)) for text, weight in merged]
+
+
+# ---------------------------------------------------------------------------------------------
+# Scheduling
+
+
+@dataclass(frozen=True)
+class _Edit:
+    """``[before:after:when]``: ``before`` up to and including step ``when``, then ``after``."""
+
+    before: _Pieces
+    after: _Pieces
+    when: float  # an int, or +-inf / nan where A1111 would have raised
+
+
+@dataclass(frozen=True)
+class _Alternation:
+    """``[a|b|...]``: option ``(step - 1) % n`` at step ``step``."""
+
+    options: tuple[_Pieces, ...]
+
+
+# A leaf's text as a tuple of fixed strings and step-dependent pieces.
+_Pieces = tuple[Union[str, _Edit, _Alternation], ...]
+
+
+def schedule(text: str, steps: int) -> list[tuple[int, str]]:
+    """``(end_at_step, text)`` pairs, as A1111's ``get_learned_conditioning_prompt_schedules``.
+
+    ``[from:to:when]`` shows ``from`` up to step ``when`` and ``to`` after it; ``[to:when]`` and
+    ``[from::when]`` leave one side empty. A ``when`` with a decimal point is a fraction of
+    ``steps`` (``int(when * steps)``), otherwise a step number; either is capped at ``steps``,
+    and only values >= 1 start a new entry. ``[a|b|...]`` cycles through its options at every
+    step, the empty option included (``[fe|]male``). Entry ``(t, s)`` is evaluated at step
+    ``t``; the last entry always ends at ``steps``. When the text does not parse as A1111's
+    grammar (e.g. ``a|b`` outside brackets, or an unbalanced ``[``), the whole text is in force
+    throughout: ``[(steps, text)]``. See :func:`text_at` for which entry a sampling step uses.
+    """
+    # Without a `[` there is nothing to schedule, and A1111's answer is this whether or not its
+    # grammar accepts the text: skip the Earley parse, the slow part.
+    pieces = _parse_schedule(text, steps) if "[" in text else None
+    if pieces is None:
+        return [(steps, text)]
+    ends = {steps}
+    ends.update(when for when in _edit_steps(pieces) if when >= 1)
+    if _has_alternation(pieces):
+        ends.update(range(1, steps + 1))
+    return [(end, _render(pieces, end)) for end in sorted(ends)]
+
+
+def variants(text: str, steps: int) -> tuple[str, ...]:
+    """The distinct texts of ``schedule(text, steps)``, in order of first use: what to encode."""
+    return tuple(dict.fromkeys(entry for _, entry in schedule(text, steps)))
+
+
+def text_at(entries: list[tuple[int, str]], step: int) -> str:
+    """The text in force at 0-based sampling step ``step``, by A1111's ``reconstruct_cond_batch``.
+
+    A1111's denoiser counts its calls from 0 and uses the first entry with
+    ``step <= end_at_step``, so the entry ``(t, s)`` covers steps up to and including ``t``:
+    in ``schedule("a [b:3]", 10) == [(3, "a "), (10, "a b")]`` the text ``"a "`` is used at
+    steps 0-3 (four steps), ``"a b"`` at 4-9. Pass the index of a diffusers loop
+    (``for i, t in enumerate(timesteps)``) as ``step`` to reproduce A1111 exactly. Past the
+    last entry A1111 falls back to the first entry, and so does this function.
+    """
+    for end, entry in entries:
+        if step <= end:
+            return entry
+    return entries[0][1]
+
+
+def _parse_schedule(text: str, steps: int) -> _Pieces | None:
+    """The pieces of ``text`` with each ``when`` resolved for ``steps``; None if it does not parse."""
+    from lark.exceptions import LarkError
+
+    try:
+        tree = _leaf_parser().parse(text)
+    except LarkError:
+        return None
+    return _pieces(tree, steps)
+
+
+def _pieces(node, steps: int) -> _Pieces:
+    """Flatten a parse tree into pieces; only edits and alternations keep their structure."""
+    from lark import Tree
+
+    if node is None:  # an absent optional part, e.g. `from` in `[to:when]`
+        return ()
+    if not isinstance(node, Tree):
+        return (str(node),)
+    if node.data == "leaf_edit":
+        before, after, _, when, _ = node.children
+        return (_Edit(_pieces(before, steps), _pieces(after, steps), _when(when, steps)),)
+    if node.data == "leaf_alternate":
+        return (_Alternation(tuple(_pieces(option, steps) for option in node.children)),)
+    return tuple(piece for child in node.children for piece in _pieces(child, steps))
+
+
+def _when(number: str, steps: int) -> float:
+    """The last step of ``from`` for ``when`` as written: a fraction if it has a ``.``, else a step."""
+    value = float(number)
+    if "." in number:
+        value *= steps
+    if not math.isfinite(value):  # A1111 raises in int(); +inf clamps to steps, -inf never ends
+        return min(steps, value)
+    return min(steps, int(value))
+
+
+def _edit_steps(pieces: _Pieces):
+    """Every ``when`` in the text, inside unchosen branches too (A1111 visits the whole tree)."""
+    for piece in pieces:
+        if isinstance(piece, _Edit):
+            yield piece.when
+            yield from _edit_steps(piece.before)
+            yield from _edit_steps(piece.after)
+        elif isinstance(piece, _Alternation):
+            for option in piece.options:
+                yield from _edit_steps(option)
+
+
+def _has_alternation(pieces: _Pieces) -> bool:
+    """Whether any ``[a|b]`` occurs, at any depth."""
+    for piece in pieces:
+        if isinstance(piece, _Alternation):
+            return True
+        if isinstance(piece, _Edit) and (_has_alternation(piece.before) or _has_alternation(piece.after)):
+            return True
+    return False
+
+
+def _render(pieces: _Pieces, step: int) -> str:
+    """The text at schedule step ``step`` (A1111 numbers these from 1)."""
+    out = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            out.append(piece)
+        elif isinstance(piece, _Edit):
+            out.append(_render(piece.before if step <= piece.when else piece.after, step))
+        else:
+            out.append(_render(piece.options[(step - 1) % len(piece.options)], step))
+    return "".join(out)
+
+
+_BEGIN = "// ---- leaf layer (A1111) begin ----"
+_END = "// ---- leaf layer (A1111) end ----"
+
+
+def leaf_grammar() -> str:
+    """The leaf layer of ``grammar/neutral_prompt.lark``: the text between its two marker lines.
+
+    Only this block is compiled for the Earley parser, so a directive of the neutral layer
+    (an ``%ignore``, a terminal of the same name) cannot change how leaf text is read.
+    """
+    from .parser import grammar_text
+
+    text = grammar_text()
+    return text[text.index(_BEGIN) + len(_BEGIN) : text.index(_END)]
+
+
+@lru_cache(maxsize=1)
+def _leaf_parser():
+    """The Earley parser of the leaf layer, built once on first use (the only cached state)."""
+    from lark import Lark
+
+    return Lark(leaf_grammar(), start="leaf_prompt", parser="earley")
