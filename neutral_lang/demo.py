@@ -16,21 +16,13 @@ import sys
 import time
 from pathlib import Path
 
-SEED_BASE = (
-    "1girl, teen, blue hair, short hair, red eye, small breast, wearing T-shirts, outdoors, "
-    "parkscape, detailed face, detailed background, best quality, masterpiece"
-)
+from . import examples
 
 #: (file name, prompt): the seed's AND_TOPK experiment and the original README's examples.
 PROMPTS = (
-    ("topk-glasses-smile", f"{SEED_BASE} AND_TOPK (glasses:1.3),(smile:1.3) :0.4"),
-    ("perp-castle", "beautiful castle landscape AND_PERP monster house castle :-1"),
-    (
-        "nested-perp-salt",
-        "magical tree forests, eternal city\n"
-        "AND_PERP [\n    electrical pole voyage\n    AND_SALT small nocturne companion\n]\n"
-        "AND_SALT [\n    electrical tornado\n    AND_SALT electric arcs, bzzz, sparks\n]",
-    ),
+    ("topk-glasses-smile", examples.SEED_PROMPTS[4]),
+    ("perp-castle", examples.README_PROMPTS[1]),
+    ("nested-perp-salt", examples.README_NESTED),
 )
 
 # Colours of the SALT winner maps: the base, then each AND_SALT candidate in order.

@@ -17,6 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
+from neutral_lang import examples  # noqa: E402
 from neutral_lang.backends.diffusers import tiny as tiny_pipes  # noqa: E402  (needs torch and diffusers)
 from diffusers import (  # noqa: E402
     HeunDiscreteScheduler,
@@ -394,28 +395,8 @@ def test_alternation_in_the_negative_prompt(sd_pipe):
 # -- every example prompt --------------------------------------------------------------------
 
 
-# The user write-up's AND_TOPK experiments (same seed, <base> = BASE) and the original README's prompts.
-BASE = (
-    "1girl, teen, blue hair, short hair, red eye, small breast, wearing T-shirts, outdoors, parkscape, "
-    "detailed face, detailed background, best quality, masterpiece"
-)
-EXAMPLES = (
-    BASE,
-    f"{BASE} AND_TOPK glasses :1",
-    f"{BASE} AND_TOPK (glasses:1.2) :0.4",
-    f"{BASE}, wearing glasses",
-    f"{BASE} AND_TOPK (glasses:1.3),(smile:1.3) :0.4",
-    f"{BASE} AND_TOPK (glasses:1.3),(smile:1.3),(curly hair:1.4) :0.4",
-    f"{BASE} AND_TOPK (ukiyo-e style:1.3) :0.4",
-    f"{BASE} AND_TOPK (old school style:1.3) :0.4",
-    "beautiful castle landscape AND monster house castle :-1",
-    "beautiful castle landscape AND_PERP monster house castle :-1",
-    "a vibrant rainforest with lush green foliage\n"
-    "AND_SALT the glimmering rays of a golden sunset piercing through the trees",
-    "magical tree forests, eternal city\n"
-    "AND_PERP [\n    electrical pole voyage\n    AND_SALT small nocturne companion\n]\n"
-    "AND_SALT [\n    electrical tornado\n    AND_SALT electric arcs, bzzz, sparks\n]",
-)
+# The seed's AND_TOPK experiments and the original README's prompts.
+EXAMPLES = examples.ALL
 
 
 @pytest.mark.parametrize("prompt", EXAMPLES, ids=range(len(EXAMPLES)))

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import neutral_lang as nl
+from neutral_lang import examples
 from neutral_lang.linter import RULES, Diagnostic
 from neutral_lang.linter.scan import osa_distance
 
@@ -150,23 +151,8 @@ FIXTURES = {
     ],
 }
 
-BASE = ("1girl, teen, blue hair, short hair, red eye, small breast, wearing T-shirts, outdoors, parkscape, "
-        "detailed face, detailed background, best quality, masterpiece")
 GOOD = [
-    BASE,
-    f"{BASE} AND_TOPK glasses :1",
-    f"{BASE} AND_TOPK (glasses:1.2) :0.4",
-    f"{BASE}, wearing glasses",
-    f"{BASE} AND_TOPK (glasses:1.3),(smile:1.3) :0.4",
-    f"{BASE} AND_TOPK (glasses:1.3),(smile:1.3),(curly hair:1.4) :0.4",
-    f"{BASE} AND_TOPK (ukiyo-e style:1.3) :0.4",
-    f"{BASE} AND_TOPK (old school style:1.3) :0.4",
-    "beautiful castle landscape AND monster house castle :-1",
-    "beautiful castle landscape AND_PERP monster house castle :-1",
-    "a vibrant rainforest with lush green foliage\n"
-    "AND_SALT the glimmering rays of a golden sunset piercing through the trees",
-    "magical tree forests, eternal city\nAND_PERP [\n    electrical pole voyage\n    AND_SALT small nocturne companion\n]\n"
-    "AND_SALT [\n    electrical tornado\n    AND_SALT electric arcs, bzzz, sparks\n]",
+    *examples.ALL,
     "a castle AND_TOPK(k=0.1, per_channel=1, start=10, momentum=0.1, beta=0.4) glasses :0.7",
     "a [castle:ruin:0.5] at (dusk:1.2), [cat|dog] BREAK night sky AND_PERP (fog) :-0.5",
     "a cat and a dog, black and white",
