@@ -13,13 +13,16 @@ draws a different picture. Two readings are involved:
 
 Both return what A1111 returns, value for value (lists of tuples instead of lists of lists), so
 weights agree bit for bit: the multiplications happen in A1111's order. The only differences are
-inputs on which A1111 raises instead of answering (both are lenient here, as SPEC section 1 asks
+inputs on which A1111 raises instead of answering (all are lenient here, as SPEC section 1 asks
 of malformed input):
 
 - ``(x:.)`` or ``(x:1.2.3)`` -- a weight ``float()`` cannot read, with a ``(`` open. A1111 raises
   ``ValueError``; here the ``:`` is plain text, so the ``)`` closes with the default 1.1.
 - ``[a:b:1e999]`` -- a ``when`` that overflows to infinity. A1111 raises ``OverflowError``; here
   ``+inf`` means "at the last step" (clamped to ``steps``) and ``-inf`` "never".
+- Brackets nested some hundreds deep. A1111 raises ``RecursionError`` (from about 250 levels);
+  here the full schedule comes out up to about 490 levels, and deeper text is read as A1111
+  reads text it cannot parse: the whole text at every step.
 
 The schedule grammar is the leaf layer of ``grammar/neutral_prompt.lark``; the Earley parser
 for it is built on the first call to :func:`schedule`, so importing this module stays cheap.
@@ -181,9 +184,17 @@ def schedule(text: str, steps: int) -> list[tuple[int, str]]:
     """
     # Without a `[` there is nothing to schedule, and A1111's answer is this whether or not its
     # grammar accepts the text: skip the Earley parse, the slow part.
-    pieces = _parse_schedule(text, steps) if "[" in text else None
-    if pieces is None:
+    if "[" not in text:
         return [(steps, text)]
+    try:
+        pieces = _parse_schedule(text, steps)
+        return [(steps, text)] if pieces is None else _entries(pieces, steps)
+    except RecursionError:  # nesting beyond Python's stack, where A1111 raises too
+        return [(steps, text)]
+
+
+def _entries(pieces: _Pieces, steps: int) -> list[tuple[int, str]]:
+    """The schedule of parsed text: an entry at every ``when`` and, with alternation, every step."""
     ends = {steps}
     ends.update(when for when in _edit_steps(pieces) if when >= 1)
     if _has_alternation(pieces):
@@ -225,18 +236,22 @@ def _parse_schedule(text: str, steps: int) -> _Pieces | None:
 
 def _pieces(node, steps: int) -> _Pieces:
     """Flatten a parse tree into pieces; only edits and alternations keep their structure."""
-    from lark import Tree
-
     if node is None:  # an absent optional part, e.g. `from` in `[to:when]`
         return ()
-    if not isinstance(node, Tree):
+    if isinstance(node, str):  # a lark Token
         return (str(node),)
     if node.data == "leaf_edit":
         before, after, _, when, _ = node.children
         return (_Edit(_pieces(before, steps), _pieces(after, steps), _when(when, steps)),)
     if node.data == "leaf_alternate":
-        return (_Alternation(tuple(_pieces(option, steps) for option in node.children)),)
-    return tuple(piece for child in node.children for piece in _pieces(child, steps))
+        options = []
+        for option in node.children:
+            options.append(_pieces(option, steps))
+        return (_Alternation(tuple(options)),)
+    flat: list = []
+    for child in node.children:  # a loop, not a generator: one stack frame per tree level
+        flat.extend(_pieces(child, steps))
+    return tuple(flat)
 
 
 def _when(number: str, steps: int) -> float:

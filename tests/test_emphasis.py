@@ -246,6 +246,14 @@ def test_schedule_infinite_when_is_clamped():
     assert schedule("[a:b:1.0e999]", 10) == [(10, "a")]
 
 
+def test_schedule_deep_nesting_never_raises():
+    """A1111 raises RecursionError from ~250 levels; we answer in full to ~490, then fall back."""
+    nested = "[a:" * 200 + "b" + ":1]" * 200
+    assert schedule(nested, 10) == [(1, "a"), (10, "b")]
+    too_deep = "[a:" * 600 + "b" + ":1]" * 600
+    assert schedule(too_deep, 10) == [(10, too_deep)]
+
+
 # ---------------------------------------------------------------------------------------------
 # variants and text_at
 
