@@ -132,7 +132,9 @@ def meaning(prompt: Prompt) -> list[tuple]:
         (
             depth,
             part.keyword,
-            tuple(sorted((o.name, o.value, o.is_fraction) for o in part.options)),
+            # only window bounds read the spelling (a step index or a fraction of the steps)
+            tuple(sorted((o.name, o.value, o.is_fraction if o.name in ("start", "end") else None)
+                         for o in part.options)),
             part.weight,
             part.body.text if isinstance(part.body, Leaf) else None,
         )

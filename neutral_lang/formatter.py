@@ -69,14 +69,19 @@ def format(prompt_or_text: Prompt | str) -> str:
     from .parser import ParseError, parse
 
     prompt = parse(prompt_or_text) if isinstance(prompt_or_text, str) else prompt_or_text
+    want = meaning(prompt)
+
+    def reads_as_tree(candidate: str) -> bool:
+        try:
+            return meaning(parse(candidate)) == want
+        except ParseError:
+            return False
+
     text = _render(prompt)
-    try:
-        same = meaning(parse(text)) == meaning(prompt)
-    except ParseError:
-        same = False
-    if same:
+    if reads_as_tree(text):
         return text
-    if prompt.source is not None:
+    # The source, unless the tree was edited after parsing (dataclasses.replace keeps `source`).
+    if prompt.source is not None and reads_as_tree(prompt.source):
         return prompt.source
     raise ValueError(
         "this prompt has unmatched brackets whose reading depends on its exact spelling; "

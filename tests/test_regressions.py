@@ -39,6 +39,46 @@ def test_format_round_trip_with_stray_brackets(text):
     assert nl.format(nl.parse(once)) == once
 
 
+# Fixed: `format` reads its result back and keeps the source when the meanings differ; the
+# comparison (`nl.ast.meaning`) counted `is_fraction` for every option, but only `start`/`end` read it, so
+# `per_channel=1.0`, `k=1.0`, `momentum=2.` or `beta=0.` (written back as 1, 1, 2, 0) "differ" and
+# the source comes back unformatted, and a tree without a source raises ValueError.
+NON_WINDOW_OPTIONS_WITH_A_POINT = [
+    ("a  AND_TOPK(per_channel=1.0)   b", "a AND_TOPK(per_channel=1) b"),
+    ("a  AND_TOPK(k=1.0)   b", "a AND_TOPK(k=1) b"),
+    ("a  AND_TOPK(momentum=2.)   b", "a AND_TOPK(momentum=2) b"),
+    ("a  AND_TOPK(beta=0.)   b", "a AND_TOPK(beta=0) b"),
+]
+
+
+@pytest.mark.parametrize("text,canonical", NON_WINDOW_OPTIONS_WITH_A_POINT)
+def test_format_is_canonical_for_integral_options_written_with_a_point(text, canonical):
+    import dataclasses
+
+    assert nl.format(text) == canonical
+    assert nl.format(dataclasses.replace(nl.parse(text), source=None)) == canonical
+
+
+# A parsed Prompt carries its source text, and `format` returns that text whenever the canonical
+# spelling would not read back as the tree. But `dataclasses.replace` keeps `source` on an edited
+# tree, so `format` then returns the *unedited* text, silently: the source should only be used
+# when it still means the tree (`meaning(parse(source)) == meaning(tree)`), else ValueError. Fixed.
+@pytest.mark.parametrize("text", ["[[a AND b]:2]", "a AND_TOPK(beta=0.) b"])
+def test_format_of_an_edited_tree_never_returns_text_meaning_something_else(text):
+    import dataclasses
+
+    from neutral_lang.ast import meaning
+
+    prompt = nl.parse(text)
+    first = dataclasses.replace(prompt.parts[0], weight=3.0)
+    edited = dataclasses.replace(prompt, parts=(first, *prompt.parts[1:]))  # keeps `source`
+    try:
+        out = nl.format(edited)
+    except ValueError:
+        return  # no canonical form: an honest answer
+    assert meaning(nl.parse(out)) == meaning(edited), f"format gave {out!r}"
+
+
 # --- guide: exact zeros stay zero ----------------------------------------------------------------
 
 
