@@ -115,7 +115,9 @@ def test_strategies_cover_every_feature():
         "unicode": r"[^\x00-\x7f]", "newline": r"\n",
     }
 
-    @props(200)
+    # A fixed sample (derandomize): this checks what the strategy can produce, and a random
+    # sample of 200 sometimes misses a rarer shape such as text after a nested group.
+    @settings(props(200), derandomize=True)
     @given(T.prompt_cases())
     def collect(case):
         text, expected = case
@@ -123,12 +125,14 @@ def test_strategies_cover_every_feature():
             if re.search(pattern, text):
                 seen.add(name)
         prompt = nl.parse(text)
+        if any(p.keyword_span is None for p in prompt.parts[1:]):
+            seen.add("text after group")
         for depth, part in iter_parts(prompt):
             if depth >= 2:
                 seen.add("depth 2")
             if isinstance(part.body, nl.Group) and part.weight_span:
                 seen.add("weighted group")
-            if part.keyword_span is None and part is not prompt.parts[0] and depth == 0:
+            if isinstance(part.body, nl.Group) and any(p.keyword_span is None for p in part.body.prompt.parts[1:]):
                 seen.add("text after group")
             if isinstance(part.body, nl.Leaf) and part.body.text == "":
                 seen.add("empty part")
