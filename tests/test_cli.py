@@ -178,4 +178,4 @@ def test_explain_without_the_compiler_prints_the_ast_cost(monkeypatch, capsys):
 def test_subcommands_are_registered_in_one_list():
     names = [a.dest for a in cli.build_parser()._subparsers._group_actions[0]._choices_actions]
     assert names == ["lint", "fmt", "explain", "run", "demo"]
-    assert [f.__name__ for f in cli.SUBCOMMANDS] == ["add_lint", "add_fmt", "add_explain"]
+    assert [f.__name__ for f in cli.SUBCOMMANDS] == ["add_lint", "add_fmt", "add_explain", "add_run", "add_demo"]
