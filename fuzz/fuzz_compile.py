@@ -13,9 +13,7 @@ Every input (its bytes decoded as UTF-8, invalid bytes kept as lone surrogates) 
 3. when it parses: ``parse(format(p))`` has the same parts, keywords, weights, options and leaf
    texts as ``p``, ``format`` is a fixed point, and (unless leaf texts hold unmatched ``[``/``]``,
    whose reading depends on the spelling) the same tree without its source text formats the
-   same: the canonical form does not depend on the spelling. Integral options other than
-   start/end written with a point (``k=1.0``) are a known exception (tests/test_regressions.py);
-   ``--known`` checks them too;
+   same: the canonical form does not depend on the spelling;
 4. ``lint`` returns diagnostics with spans inside the text, and none is ``NP001`` (a rule that
    crashed), when ``neutral_lang.linter`` is there;
 5. ``compile`` (with and without passes) succeeds or raises ``ParseError``, and ``prompts`` holds
@@ -63,8 +61,7 @@ LENIENT_LABELS = {"non-finite weight", "invalid option list", "unclosed option l
                   "duplicate option", "option out of range"}
 
 GUIDE = "--guide" in sys.argv
-KNOWN = "--known" in sys.argv
-sys.argv = [a for a in sys.argv if a not in ("--guide", "--known")]
+sys.argv = [a for a in sys.argv if a != "--guide"]
 
 # Tokens libFuzzer splices into inputs (-dict): keywords, option lists, weights, A1111 syntax.
 DICTIONARY = [
@@ -117,12 +114,6 @@ def stray_brackets(prompt: nl.Prompt) -> bool:
     return False
 
 
-def known_unformatted(prompt: nl.Prompt) -> bool:
-    """``k=1.0``-style options: format keeps the source (tests/test_regressions.py, xfail)."""
-    return any(o.name not in ("start", "end") and o.is_fraction and o.value == int(o.value)
-               for _, part in nl_ast.iter_parts(prompt) for o in part.options)
-
-
 def check_text(text: str) -> None:
     """All invariants for one text; raises AssertionError (or whatever escaped) on a violation."""
     try:
@@ -141,7 +132,7 @@ def check_text(text: str) -> None:
         again = nl.parse(once)
         assert meaning(again) == meaning(prompt), f"format changed the meaning: {once!r}"
         assert nl.format(again) == once, f"format is not a fixed point: {once!r}"
-        if not stray_brackets(prompt) and (KNOWN or not known_unformatted(prompt)):
+        if not stray_brackets(prompt):
             bare = dataclasses.replace(prompt, source=None)
             assert nl.format(bare) == once, f"format depends on the source spelling: {once!r}"
 

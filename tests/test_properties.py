@@ -169,8 +169,7 @@ def test_format_round_trip(text):
     assert nl.format(text) == once
     # Canonical: the result depends on the tree, not on how the source spelt it (a tree with no
     # source text formats the same).
-    if not known_unformatted(prompt):
-        assert nl.format(dataclasses.replace(prompt, source=None)) == once
+    assert nl.format(dataclasses.replace(prompt, source=None)) == once
 
 
 @props(200)
@@ -184,20 +183,11 @@ def test_format_round_trip_on_anything_that_parses(text):
     again = nl.parse(once)
     assert meaning(again) == meaning(prompt)
     assert nl.format(again) == once
-    if not stray_brackets(prompt) and not known_unformatted(prompt):
+    if not stray_brackets(prompt):
         # Canonical whatever the spelling. (Leaf texts with unmatched `[`/`]` can regroup when
         # respaced: for those `format` keeps the source, and a tree without one has no canonical
         # form, tests/test_parser.py.)
         assert nl.format(dataclasses.replace(prompt, source=None)) == once
-
-
-def known_unformatted(prompt) -> bool:
-    """Options other than start/end with an integral value written with a point (``k=1.0``):
-    ``format`` leaves them as written (tests/test_regressions.py::
-    test_format_is_canonical_for_integral_options_written_with_a_point, xfail until fixed;
-    remove this exclusion with that mark)."""
-    return any(o.name not in ("start", "end") and o.is_fraction and o.value == int(o.value)
-               for _, part in iter_parts(prompt) for o in part.options)
 
 
 _SQUARE = re.compile(r"\\.|[\[\]]", re.S)
@@ -510,10 +500,6 @@ def test_ten_thousand_levels_of_nesting(shape):
 
 
 def test_docs_example_runs():
-    if nl.format("a AND_TOPK(k=1.0) b") != "a AND_TOPK(k=1) b":
-        # The example formats rewritten trees without a source, which the known option bug
-        # (tests/test_regressions.py, xfail) makes raise; this check lifts itself once it is fixed.
-        pytest.xfail("format cannot write k=1.0-style options without the source text yet")
     doc = (ROOT / "docs" / "testing.md").read_text("utf-8")
     blocks = re.findall(r"```python\n(.*?)```", doc, re.S)
     assert blocks, "docs/testing.md has no python example"
