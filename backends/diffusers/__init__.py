@@ -3,8 +3,10 @@
     pipe = load_pipeline("stabilityai/stable-diffusion-xl-base-1.0", device="cuda", dtype=torch.float16)
     image = neutral_lang.compile("a castle AND_TOPK glasses :0.4").run(pipe).images[0]
 
-``runner`` drives a pipeline's guidance through two UNet hooks; ``text_encoding`` encodes
-leaf texts as A1111 does. See ``docs/diffusers.md``. Nothing heavy is imported until used.
+``adapters`` holds one adapter per model family (``adapter_for(pipe)`` finds it or refuses the
+pipeline); ``runner`` drives a pipeline's guidance through hooks on its denoiser (and ControlNet);
+``text_encoding`` encodes leaf texts as A1111 does. See ``docs/diffusers.md``. Nothing heavy is
+imported until used.
 """
 
 from __future__ import annotations
@@ -13,7 +15,16 @@ import os
 import warnings
 from typing import Any
 
-__all__ = ["run", "load_pipeline", "ModelLoadError"]
+from .adapters import UnsupportedFeatureError, UnsupportedPipelineError, adapter_for
+
+__all__ = [
+    "run",
+    "load_pipeline",
+    "adapter_for",
+    "ModelLoadError",
+    "UnsupportedFeatureError",
+    "UnsupportedPipelineError",
+]
 
 
 class ModelLoadError(RuntimeError):
@@ -66,13 +77,10 @@ def load_pipeline(model: str, *, device: str | None = None, dtype: Any = None):
             f"download the model first (`huggingface-cli download {model}`) on a machine with "
             f"internet access. Cause: {type(error).__name__}: {_first_line(error)}"
         ) from error
-    if getattr(pipe, "unet", None) is None or not (
-        getattr(pipe, "text_encoder", None) or getattr(pipe, "text_encoder_2", None)
-    ):
-        raise ModelLoadError(
-            f"{model!r} loads as {type(pipe).__name__}, but neutral_lang guides UNet pipelines with "
-            "CLIP text encoders (Stable Diffusion 1.x/2.x, SDXL and their img2img/inpaint variants)."
-        )
+    try:
+        adapter_for(pipe)
+    except UnsupportedPipelineError as refused:
+        raise ModelLoadError(f"{model!r} loads, but {refused}") from refused
     if device is not None:
         pipe = pipe.to(device)
     return pipe

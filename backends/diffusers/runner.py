@@ -1,9 +1,14 @@
 """``run(program, pipe, **kwargs)``: a compiled program drives a diffusers pipeline's guidance.
 
 The pipeline keeps its own loop (scheduler, latents, VAE, callbacks); the program takes over the
-one thing it must: what the UNet predicts for each batch item. The text is encoded up front, A1111's
-way (:mod:`.text_encoding`), and the pipeline is called with ``prompt_embeds`` so that it skips its
-own encoding. For the duration of the call two hooks sit on ``pipe.unet``:
+one thing it must: what the denoiser predicts for each batch item. Everything that depends on the
+model family (which module is the denoiser, which side modules such as ControlNet share its batch,
+how texts are encoded, what the uncond is) is asked of the pipeline's adapter
+(:mod:`.adapters`), found -- or the pipeline refused -- before any work. The text is encoded up
+front, A1111's way (:mod:`.text_encoding`), and the pipeline is called with ``prompt_embeds`` so
+that it skips its own encoding. For the duration of the call two hooks sit on the denoiser
+(``pipe.unet`` for SD/SDXL), and two on each side module (a ControlNet sees the same expanded
+batch; its residuals go to the denoiser in place of the pipeline's):
 
 - a forward **pre-hook** (with kwargs) replaces the pipeline's UNet batch (``[u, c]`` under CFG,
   ``[c]`` without) by one batch of ``B`` uncond samples followed by one sample per (item,
@@ -13,11 +18,13 @@ own encoding. For the duration of the call two hooks sit on ``pipe.unet``:
   residuals) gathered along;
 - a forward **hook** splits the UNet output into ``uncond [B, C, H, W]`` and ``conds [P, B, C, H,
   W]`` and returns ``program.guide(...)`` in the shape the pipeline expects: ``cat([g, g])`` under
-  CFG, so that the pipeline's ``u + s * (c - u)`` is ``g`` exactly, or ``g`` alone when
-  ``guidance_scale <= 1`` (the uncond is still evaluated: the program needs it).
+  CFG, so that the pipeline's ``u + s * (c - u)`` is ``g`` exactly, or ``g`` alone when the
+  pipeline does no CFG (``guidance_scale <= 1``, LCM): then ``g = u + full(root)`` at scale 1, and
+  a program of one conditioning per prompt runs no uncond rows at all (``g`` is ``c``).
 
-So every step is exactly one UNet call. The hooks are removed in a ``finally``; nothing else on
-the pipeline is touched.
+So every step is exactly one denoiser call (``max_batch`` splits it into equal-result pieces).
+The hooks are removed in a ``finally``; nothing else on the pipeline is touched. A hook acts only
+on calls from the run's own thread, and runs on one denoiser take turns (``_exclusive``).
 
 Steps: ``step`` is the number of UNet calls made so far in this run, and ``num_steps`` the number
 of UNet calls the pipeline's loop makes (``pipe._num_timesteps``, which diffusers sets to
@@ -26,7 +33,10 @@ samplers (DDIM, Euler, DPM-Solver++) these are the sampling steps; second-order 
 call the model twice per step (Heun, DPM2) count each call, so fractions (``0.5``) mean the same
 point of the trajectory while integer step numbers count calls. ``img2img`` with ``strength < 1``
 counts only the steps it runs. Prompt-editing schedules and ``start``/``end`` windows both use
-these two numbers.
+these two numbers. With ``denoising_end`` (an SDXL base) or ``denoising_start`` (a refiner) the
+pipeline runs part of a trajectory: ``num_steps`` is then the whole trajectory's length
+(``len(pipe.scheduler.timesteps)``) and the refiner's steps are numbered after the base's, so a
+``[a:b:0.5]`` switches at the same point whether the trajectory runs in one pipeline or two.
 
 Padding: conditionings with more 75-token chunks than others are lengthened by repeating their
 last vector (A1111's ``stack_conds``). When the uncond and the conds still differ in length, the
@@ -37,27 +47,25 @@ equals A1111's default of running them as separate model calls.
 from __future__ import annotations
 
 import inspect
+import threading
+import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 
 from neutral_lang import emphasis as _emphasis
+from neutral_lang import ir as _ir
 
-from .text_encoding import COMMA_BACKTRACK, Conditioning, PromptEncoder, extend
+from .adapters import FamilyAdapter, TextOptions, adapter_for, unwrap_module
+from .text_encoding import COMMA_BACKTRACK, Conditioning, extend
 
-__all__ = ["run"]
+__all__ = ["run", "DenoiserBusyError"]
 
-# Inputs that name the prompt: the program is the prompt, so these would contradict it.
-_PROMPT_KWARGS = (
-    "prompt",
-    "prompt_2",
-    "prompt_embeds",
-    "pooled_prompt_embeds",
-    "negative_prompt_2",
-    "negative_prompt_embeds",
-    "negative_pooled_prompt_embeds",
-)
+
+class DenoiserBusyError(RuntimeError):
+    """``run()`` was called for a denoiser that a run on the same thread is already driving."""
 
 
 def run(
@@ -68,48 +76,105 @@ def run(
     emphasis: str = "original",
     clip_skip: int | None = None,
     comma_backtrack: int = COMMA_BACKTRACK,
+    max_batch: int | None = None,
     trace: Any = None,
     **kwargs: Any,
 ):
     """Run ``pipe`` with ``program`` as its prompt and guidance; returns the pipeline's output.
 
     ``negative_prompt`` is one text, or one per prompt of a list program, in A1111's leaf syntax
-    (emphasis and scheduling apply). ``emphasis`` is ``"original"`` (A1111's default),
-    ``"no_norm"``, ``"ignore"`` or ``"none"``; ``clip_skip`` is diffusers' (SD: 1 = penultimate
-    layer); ``comma_backtrack`` is A1111's "prompt word wrap length limit" (0: off); ``trace``
-    (a ``neutral_lang.backends.torch.executor.Trace``) records the guidance of every step.
-    ``guidance_rescale`` becomes the program's ``cfg_rescale`` (SPEC section 2: rescaled against
-    ``u + full(root)``, in the original extension's form). Every other keyword goes to the
-    pipeline unchanged: ``num_inference_steps``, ``guidance_scale``, ``num_images_per_prompt``,
-    ``generator``, ``height``/``width``, ``output_type``, ``callback_on_step_end``,
-    ``image``/``strength`` for img2img, and so on.
+    (emphasis and scheduling apply); ``None`` and ``""`` mean what they mean to the pipeline (SDXL:
+    ``None`` is the all-zero uncond of ``force_zeros_for_empty_prompt``, ``""`` the encoded empty
+    text). ``emphasis`` is ``"original"`` (A1111's default), ``"no_norm"``, ``"ignore"`` or
+    ``"none"``; ``clip_skip`` is diffusers' (SD: 1 = penultimate layer); ``comma_backtrack`` is
+    A1111's "prompt word wrap length limit" (0: off); ``max_batch`` splits every denoiser (and
+    ControlNet) call into calls of at most that many samples, with identical results (for small
+    GPUs and many-part prompts); ``trace`` (a ``neutral_lang.backends.torch.executor.Trace``)
+    records the guidance of every step. ``guidance_rescale`` becomes the program's ``cfg_rescale``
+    (SPEC section 2: rescaled against ``u + full(root)``, in the original extension's form). Every
+    other keyword goes to the pipeline unchanged: ``num_inference_steps``, ``guidance_scale``,
+    ``num_images_per_prompt``, ``generator``, ``height``/``width``, ``output_type``,
+    ``callback_on_step_end``, ``image``/``strength`` for img2img, ``cross_attention_kwargs`` (its
+    ``scale`` also scales text-encoder LoRA, as in the pipeline), ``denoising_end`` /
+    ``denoising_start``, and so on.
+
+    When the pipeline does no classifier-free guidance (``guidance_scale <= 1``, or an
+    LCM-distilled UNet with a guidance embedding), the guided prediction is ``u + full(root)``
+    (scale 1): a one-part prompt is then the conditional prediction exactly, computed without any
+    uncond sample, as diffusers does.
+
+    Raises, before any text is encoded or the pipeline is touched: ``UnsupportedPipelineError`` (a
+    ``TypeError``) for anything that is not a pipeline of a supported family (``pipe=None``
+    included), ``UnsupportedFeatureError`` (a ``ValueError``) for a call argument the family
+    cannot honour (``pag_scale > 0``), ``TypeError`` for prompt arguments (the prompt is the
+    program), ``ValueError`` for bad options. Runs on one denoiser from several threads take turns
+    (the second waits); a run started from inside a run on the same denoiser and thread raises
+    :class:`DenoiserBusyError`. Whatever happens, the pipeline is left as it was found.
     """
-    for name in _PROMPT_KWARGS:
+    family = adapter_for(pipe)
+    for name in family.prompt_inputs:
         if kwargs.pop(name, None) is not None:
             raise TypeError(
                 f"run() got {name}=..., but the prompt comes from the compiled program; "
                 "pass the text to neutral_lang.compile() instead."
             )
+    if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
+        raise ValueError(f"Expected max_batch to be None or an integer >= 1, but got {max_batch!r}.")
+    family.check(pipe, kwargs)
     program = _with_rescale(program, kwargs.pop("guidance_rescale", 0.0))
-    encoder = PromptEncoder(pipe, emphasis=emphasis, clip_skip=clip_skip, comma_backtrack=comma_backtrack)
-    guidance = _Guidance(program, pipe, encoder, negative_prompt, kwargs.get("num_images_per_prompt"), trace)
-    steps = kwargs.get("num_inference_steps") or _call_default(pipe, "num_inference_steps", 50)
-    guidance.encode_variants(int(steps))  # the loop's real length is checked at its first call
+    options = TextOptions(emphasis, clip_skip, comma_backtrack, family.lora_scale(kwargs))
+    denoiser = family.denoiser(pipe)
+    with _exclusive(denoiser):
+        encoder = family.text_encoder(pipe, options)
+        guidance = _Guidance(program, pipe, family, encoder, negative_prompt, kwargs, max_batch, trace)
+        steps = kwargs.get("num_inference_steps") or _call_default(pipe, "num_inference_steps", 50)
+        guidance.encode_variants(int(steps))  # the loop's real length is checked at its first call
+        kwargs.update(family.pipeline_inputs(guidance.carrier()))
+        handles = []
+        try:
+            handles.append(denoiser.register_forward_pre_hook(guidance.before_denoiser, with_kwargs=True))
+            handles.append(denoiser.register_forward_hook(guidance.after_denoiser, with_kwargs=True))
+            for module in family.side_modules(pipe):
+                handles.append(module.register_forward_pre_hook(guidance.before_side, with_kwargs=True))
+                handles.append(module.register_forward_hook(guidance.after_side, with_kwargs=True))
+            return pipe(**kwargs)
+        finally:
+            for handle in handles:
+                handle.remove()
 
-    carrier = guidance.carrier()
-    kwargs["prompt_embeds"] = kwargs["negative_prompt_embeds"] = carrier.hidden
-    if carrier.pooled is not None:
-        kwargs["pooled_prompt_embeds"] = kwargs["negative_pooled_prompt_embeds"] = carrier.pooled
 
-    handles = [
-        pipe.unet.register_forward_pre_hook(guidance.before_unet, with_kwargs=True),
-        pipe.unet.register_forward_hook(guidance.after_unet, with_kwargs=True),
-    ]
-    try:
-        return pipe(**kwargs)
-    finally:
-        for handle in handles:
-            handle.remove()
+_LOCKS: "weakref.WeakKeyDictionary[torch.nn.Module, _Turn]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+class _Turn:
+    """Who is running on one denoiser: a lock and its holder's thread."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.owner: int | None = None
+
+
+@contextmanager
+def _exclusive(denoiser):
+    """Hold ``denoiser`` for one run: other threads wait their turn; the same thread fails fast."""
+    module = unwrap_module(denoiser)
+    with _LOCKS_GUARD:
+        turn = _LOCKS.get(module)
+        if turn is None:
+            turn = _LOCKS[module] = _Turn()
+    me = threading.get_ident()
+    if turn.owner == me:
+        raise DenoiserBusyError(
+            f"run() was called while a run on this thread already drives this {type(module).__name__} "
+            "(from a callback?); start the second run after the first returns."
+        )
+    with turn.lock:
+        turn.owner = me
+        try:
+            yield
+        finally:
+            turn.owner = None
 
 
 def _with_rescale(program, rescale):
@@ -135,37 +200,110 @@ def _call_default(pipe, name: str, fallback):
     return parameter.default
 
 
-def _num_model_calls(pipe) -> int:
-    """How many times the pipeline's loop calls the UNet (known once its timesteps are set)."""
-    n = getattr(pipe, "_num_timesteps", None)
-    if isinstance(n, int) and n > 0:
-        return n
-    return len(pipe.scheduler.timesteps)
+def _is_identity(program) -> bool:
+    """Whether every prompt of ``program`` is one conditioning at weight 1, always on: its guided
+    prediction at scale 1 is that conditioning's prediction, whatever the uncond is."""
+    return all(
+        len(root.parts) == 1
+        and root.parts[0].op is _ir.AND
+        and root.parts[0].weight == 1.0
+        and isinstance(root.parts[0].body, _ir.Cond)
+        and root.parts[0].window == _ir.ALWAYS
+        for root in program.ir.roots
+    )
+
+
+def _signature(module) -> inspect.Signature:
+    """The signature of ``module``'s class ``forward`` without ``self``: what its ``__call__`` takes,
+    even when ``forward`` is wrapped on the instance (accelerate, a user's wrapper)."""
+    signature = inspect.signature(type(unwrap_module(module)).forward)
+    return signature.replace(parameters=list(signature.parameters.values())[1:])
+
+
+def _rows(value, n: int, index: torch.Tensor | slice):
+    """``value`` with its per-sample tensors (leading dimension ``n``) indexed by ``index``."""
+    if isinstance(value, torch.Tensor):
+        if value.ndim and value.shape[0] == n:
+            return value[index] if isinstance(index, slice) else value.index_select(0, index)
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
+        return type(value)(_rows(v, n, index) for v in value)
+    if isinstance(value, dict):
+        return {key: _rows(v, n, index) for key, v in value.items()}
+    return value
+
+
+def _tensors(output) -> list[torch.Tensor]:
+    """The tensors of a module output (a tensor, a tuple/list of tensors or lists, a BaseOutput)."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):  # diffusers' BaseOutput is an OrderedDict
+        output = tuple(output.values())
+    found = []
+    for value in output:
+        found.extend(_tensors(value))
+    return found
+
+
+def _rebuild(output, tensors: list[torch.Tensor]):
+    """``output`` with its tensors replaced, in :func:`_tensors` order."""
+    it = iter(tensors)
+
+    def walk(value):
+        if isinstance(value, torch.Tensor):
+            return next(it)
+        if isinstance(value, dict):
+            return type(value)(**{k: walk(v) for k, v in value.items()})
+        return type(value)(walk(v) for v in value)
+
+    return walk(output)
 
 
 @dataclass(frozen=True)
 class _Plan:
-    """One step's UNet batch. Rows ``0..B-1`` are each item's uncond; row ``B + r`` is the
-    (item, conditioning) pair ``r``."""
+    """One step's denoiser batch: rows ``0..U-1`` are the items' unconds (``U`` is ``B``, or 0 when
+    no uncond is needed); row ``U + r`` is the (item, conditioning) pair ``r``."""
 
+    n_uncond: int
     source: tuple[torch.Tensor, torch.Tensor]  # [rows] input row of each sample: (without CFG, with CFG)
     hidden: torch.Tensor  # [rows, L, D] encoder_hidden_states
-    pooled: torch.Tensor | None  # [rows, D_pooled] SDXL's text_embeds
+    pooled: torch.Tensor | None  # [rows, D_pooled] pooled text embedding (SDXL's text_embeds)
     mask: torch.Tensor | None  # [rows, L] True = attend; None when all rows have the same length
     conds: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None  # per prompt: (items, rows); None: rows in order
 
+    @property
+    def rows(self) -> int:
+        return self.hidden.shape[0]
+
+
+@dataclass
+class _Step:
+    """What the hooks of one step share: the plan, whether the pipeline batches CFG, and the
+    side modules' outputs waiting for the denoiser."""
+
+    index: int
+    plan: _Plan
+    cfg: bool
+    residuals: list[torch.Tensor] | None = None  # a side module's outputs, expanded
+    side_in: tuple[int, bool] = (0, False)  # the side module's input batch, and guess mode
+    rest: list[dict] | None = None  # the current module's remaining chunks under max_batch
+    doubled: bool = False  # the pipeline sent [uncond, cond]: it gets cat([g, g]) back
+
 
 class _Guidance:
-    """One run: the encodings, the UNet-call counter, the program's state, and the two hooks."""
+    """One run: the encodings, the step counter, the program's state, and the hooks."""
 
-    def __init__(self, program, pipe, encoder: PromptEncoder, negative_prompt, per_prompt, trace):
+    def __init__(self, program, pipe, family: FamilyAdapter, encoder, negative_prompt, kwargs, max_batch, trace):
         self.program = program
         self.trace = trace
         self.pipe = pipe
+        self.family = family
         self.encoder = encoder
+        self.max_batch = max_batch
+        self.thread = threading.get_ident()
         self.prompts: tuple[str, ...] = tuple(program.prompts)
         n_texts = len(program.texts)
-        self.per_prompt = max(1, int(per_prompt or 1))
+        self.per_prompt = max(1, int(kwargs.get("num_images_per_prompt") or 1))
         self.batch = n_texts * self.per_prompt
         self.uses = [set(program.uses(b, self.batch)) for b in range(self.batch)]
         if negative_prompt is None or isinstance(negative_prompt, str):
@@ -177,19 +315,22 @@ class _Guidance:
                     f"Expected one negative prompt or {n_texts} (one per prompt), but got {len(negatives)}."
                 )
         self.negatives = negatives
-        # diffusers' SDXL (like A1111's) uses zeros, not the encoded "", for an absent negative prompt
-        self.zero_uncond = (
-            encoder.xl and negative_prompt is None and getattr(pipe.config, "force_zeros_for_empty_prompt", False)
-        )
+        self.zero_uncond = family.zero_uncond(pipe, negative_prompt)
+        self.identity = _is_identity(program)
+        # Prompt editing counts steps on the whole trajectory when the pipeline runs part of it
+        # (an SDXL base with denoising_end, a refiner with denoising_start).
+        self.split = kwargs.get("denoising_end") is not None or kwargs.get("denoising_start") is not None
+        self.starts_late = kwargs.get("denoising_start") is not None
         self.state = program.new_state()
         self.calls = 0
+        self.offset = 0
         self.num_steps: int | None = None
         self.encoded_for: set[int] = set()  # step counts whose schedule variants are encoded
         self.schedules: dict[str, list[tuple[int, str]]] = {}
-        self.plans: dict[tuple[int, ...], _Plan] = {}
-        self.pending: tuple[_Plan, bool, int] | None = None
-        unet = getattr(pipe.unet, "_orig_mod", pipe.unet)  # torch.compile wraps the module
-        self.signature = inspect.signature(unet.forward)
+        self.plans: dict[tuple, _Plan] = {}
+        self.step: _Step | None = None
+        self.denoiser_signature = _signature(family.denoiser(pipe))
+        self.side_signatures = {id(m): _signature(m) for m in family.side_modules(pipe)}
 
     # -- text -------------------------------------------------------------------------------
 
@@ -204,7 +345,7 @@ class _Guidance:
                 self.encoder.encode(variant)
 
     def _at(self, text: str, step: int) -> Conditioning:
-        """``text``'s conditioning at UNet call ``step``."""
+        """``text``'s conditioning at step ``step`` of the trajectory."""
         entries = self.schedules.get(text)
         if entries is None:
             entries = self.schedules[text] = _emphasis.schedule(text, self.num_steps)
@@ -218,7 +359,7 @@ class _Guidance:
     def carrier(self) -> Conditioning:
         """The prompt embeddings handed to the pipeline: one uncond row per prompt.
 
-        The pre-hook replaces them at every UNet call; the pipeline only reads their batch size,
+        The hooks replace them at every denoiser call; the pipeline only reads their batch size,
         dtype and device (and a ``callback_on_step_end`` sees them).
         """
         if self.zero_uncond:
@@ -230,84 +371,159 @@ class _Guidance:
         pooled = None if rows[0].pooled is None else torch.stack([r.pooled for r in rows])
         return Conditioning(hidden, pooled)
 
-    # -- hooks ------------------------------------------------------------------------------
+    # -- steps ------------------------------------------------------------------------------
 
-    def before_unet(self, unet, args, kwargs):
-        bound = self.signature.bind(*args, **kwargs).arguments
-        sample = bound["sample"]
-        n_in = sample.shape[0]
+    def _mine(self) -> bool:
+        """Whether the current call belongs to this run (a call from another thread never does)."""
+        return threading.get_ident() == self.thread
+
+    def _cfg(self, n_in: int) -> bool:
+        cfg = getattr(self.pipe, "do_classifier_free_guidance", None)
+        return n_in == 2 * self.batch if cfg is None else bool(cfg)
+
+    def _begin(self, n_in: int, reference: torch.Tensor) -> _Step:
+        """The current step, planned at its first hook call (a ControlNet's or the denoiser's)."""
+        if self.step is not None:
+            return self.step
         if n_in not in (self.batch, 2 * self.batch):
             raise RuntimeError(
-                f"The UNet received {n_in} samples for {self.batch} images; this pipeline's loop "
+                f"The denoiser received {n_in} samples for {self.batch} images; this pipeline's loop "
                 "is not one neutral_lang can guide (it expects [uncond, cond] or [cond] batches)."
             )
+        if self.num_steps is None:
+            calls = _num_model_calls(self.pipe)
+            if self.split:
+                self.num_steps = max(len(self.pipe.scheduler.timesteps), calls)
+                self.offset = self.num_steps - calls if self.starts_late else 0
+            else:
+                self.num_steps = calls
+            self.encode_variants(self.num_steps)
+        cfg = self._cfg(n_in)
+        index = self.offset + self.calls
+        plan = self._plan(index, cfg, reference.device, reference.dtype)
+        self.step = _Step(index, plan, cfg)
+        return self.step
+
+    def _expand(self, signature, args, kwargs, side: bool = False):
+        """The call's bound arguments for the step's expanded batch: ``(step, arguments, n_in)``.
+
+        A side module called with the cond half alone under CFG (ControlNet's guess mode) gets the
+        cond rows only; its residuals for the uncond rows are zeros, as in the pipeline.
+        """
+        bound = signature.bind(*args, **kwargs).arguments
+        sample = bound[self.family.sample_input]
+        n_in = sample.shape[0]
+        step = self._begin(n_in, sample)
+        plan = step.plan
+        rows = slice(plan.n_uncond, None) if side and step.cfg and n_in == self.batch else None
         if bound.get("encoder_attention_mask") is not None:
             raise RuntimeError("This pipeline passes an encoder_attention_mask; neutral_lang cannot guide it.")
-        if self.num_steps is None:
-            self.num_steps = _num_model_calls(self.pipe)
-            self.encode_variants(self.num_steps)
-        step = self.calls
-        carrier = bound["encoder_hidden_states"]
-        plan = self._plan(step, carrier.device, carrier.dtype)
-        cfg = n_in == 2 * self.batch
-        self.pending = (plan, cfg, step)
+        source = plan.source[n_in == 2 * self.batch]
+        hidden, pooled, mask = plan.hidden, plan.pooled, plan.mask
+        if rows is not None:
+            source = plan.source[False][rows]
+            hidden = hidden[rows]
+            pooled = None if pooled is None else pooled[rows]
+            mask = None if mask is None else mask[rows]
+        new = {name: _rows(value, n_in, source) for name, value in bound.items()}
+        self.family.set_text(new, hidden, pooled, mask)
+        return step, new, n_in, rows is not None
 
-        source = plan.source[cfg]
+    def _chunks(self, kwargs: dict, total: int) -> list[dict]:
+        """``kwargs`` split into calls of at most ``max_batch`` samples (one call without it)."""
+        size = self.max_batch
+        if size is None or total <= size:
+            return [kwargs]
+        return [_rows(kwargs, total, slice(a, a + size)) for a in range(0, total, size)]
 
-        def take(value):
-            if isinstance(value, torch.Tensor):
-                return value.index_select(0, source) if value.ndim and value.shape[0] == n_in else value
-            if isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
-                return type(value)(take(v) for v in value)
-            return value
+    # -- hooks ------------------------------------------------------------------------------
 
-        new = {name: take(value) for name, value in bound.items() if name != "added_cond_kwargs"}
-        added = bound.get("added_cond_kwargs")
-        if added is not None:
-            new["added_cond_kwargs"] = {key: take(value) for key, value in added.items()}
-            if plan.pooled is not None and "text_embeds" in added:
-                new["added_cond_kwargs"]["text_embeds"] = plan.pooled
-        new["encoder_hidden_states"] = plan.hidden
-        if plan.mask is not None:
-            new["encoder_attention_mask"] = plan.mask
-        return (), new
+    def before_side(self, module, args, kwargs):
+        """A ControlNet's pre-hook: the step's expanded batch (guess mode: the cond rows only)."""
+        if not self._mine():
+            return None
+        step, new, n_in, guess = self._expand(self.side_signatures[id(module)], args, kwargs, side=True)
+        chunks = self._chunks(new, step.plan.rows - (step.plan.n_uncond if guess else 0))
+        step.rest = chunks[1:]
+        step.side_in = (n_in, guess)
+        return (), chunks[0]
 
-    def after_unet(self, unet, args, kwargs, output):
-        plan, cfg, step = self.pending
-        self.pending = None
+    def after_side(self, module, args, kwargs, output):
+        if not self._mine():
+            return None
+        step = self.step
+        outputs = [output] + [module.forward(**chunk) for chunk in step.rest]
+        step.rest = None
+        parts = [_tensors(o) for o in outputs]
+        tensors = [torch.cat(ts) for ts in zip(*parts)] if len(parts) > 1 else parts[0]
+        n_in, guess = step.side_in
+        if guess and step.plan.n_uncond:
+            tensors = [torch.cat([t.new_zeros((step.plan.n_uncond, *t.shape[1:])), t]) for t in tensors]
+        step.residuals = tensors
+        # The pipeline passes these on to the denoiser, whose pre-hook puts the expanded ones back.
+        return _rebuild(output, [t[:n_in] for t in tensors])
+
+    def before_denoiser(self, module, args, kwargs):
+        if not self._mine():
+            return None
+        step, new, n_in, _ = self._expand(self.denoiser_signature, args, kwargs)
+        if step.residuals is not None:
+            residuals = iter(step.residuals)
+            for name in self.family.residual_inputs:
+                value = new.get(name)
+                if isinstance(value, (list, tuple)):
+                    new[name] = type(value)(next(residuals) for _ in value)
+                elif value is not None:
+                    new[name] = next(residuals)
+        chunks = self._chunks(new, step.plan.rows)
+        step.rest = chunks[1:]
+        step.doubled = n_in == 2 * self.batch
+        return (), chunks[0]
+
+    def after_denoiser(self, module, args, kwargs, output):
+        if not self._mine():
+            return None
+        step = self.step
+        self.step = None
         self.calls += 1
-        eps = output[0] if isinstance(output, tuple) else output.sample
-        batch = self.batch
-        if plan.conds is None:
-            conds = eps[batch:].unflatten(0, (len(self.prompts), batch))
+        eps = self.family.unwrap(output)
+        if step.rest:
+            eps = torch.cat([eps, *(self.family.unwrap(module.forward(**chunk)) for chunk in step.rest)])
+        plan, batch = step.plan, self.batch
+        if plan.n_uncond == 0:
+            guided = eps if plan.conds is None else eps.index_select(0, plan.conds[0][1])
         else:
-            conds = []
-            for items, rows in plan.conds:
-                c = eps.new_zeros(eps[:batch].shape)  # items that do not use it: never read
-                c[items] = eps[rows]
-                conds.append(c)
-        guided = self.program.guide(
-            eps[:batch],
-            conds,
-            float(self.pipe.guidance_scale),
-            step=step,
-            num_steps=self.num_steps,
-            state=self.state,
-            trace=self.trace,
-        )
-        if cfg:
+            if plan.conds is None:
+                conds = eps[batch:].unflatten(0, (len(self.prompts), batch))
+            else:
+                conds = []
+                for items, rows in plan.conds:
+                    c = eps.new_zeros(eps[:batch].shape)  # items that do not use it: never read
+                    c[items] = eps[rows]
+                    conds.append(c)
+            scale = float(self.pipe.guidance_scale) if step.cfg else 1.0
+            guided = self.program.guide(
+                eps[:batch],
+                conds,
+                scale,
+                step=step.index,
+                num_steps=self.num_steps,
+                state=self.state,
+                trace=self.trace,
+            )
+        if step.doubled:
             guided = torch.cat([guided, guided])
-        if isinstance(output, tuple):
-            return (guided, *output[1:])
-        return type(output)(sample=guided)
+        return self.family.rewrap(output, guided)
 
     # -- the batch --------------------------------------------------------------------------
 
-    def _plan(self, step: int, device, dtype) -> _Plan:
-        """The UNet batch for ``step``; it changes only where a schedule switches texts."""
-        unconds = [self._uncond(b, step) for b in range(self.batch)]
+    def _plan(self, step: int, cfg: bool, device, dtype) -> _Plan:
+        """The denoiser batch for ``step``; it changes only where a schedule switches texts."""
+        # Without CFG a program that is one conditioning per prompt needs no uncond at all.
+        skip_uncond = self.identity and not cfg
+        unconds = [] if skip_uncond else [self._uncond(b, step) for b in range(self.batch)]
         conds = [self._at(text, step) for text in self.prompts]
-        key = tuple(map(id, unconds + conds))
+        key = (skip_uncond, *map(id, unconds + conds))
         plan = self.plans.get(key)
         if plan is None:
             plan = self.plans[key] = self._build(unconds, conds, device, dtype)
@@ -315,6 +531,7 @@ class _Guidance:
 
     def _build(self, unconds: list[Conditioning], conds: list[Conditioning], device, dtype) -> _Plan:
         batch = self.batch
+        n_uncond = len(unconds)
         # One row per (item, distinct conditioning it needs): prompts that show the same text at
         # this step share a row, and items skip the prompts their block does not read.
         row_of: dict[tuple[int, int], int] = {}
@@ -322,46 +539,70 @@ class _Guidance:
         for p, c in enumerate(conds):
             for b in range(batch):
                 if p in self.uses[b] and (id(c), b) not in row_of:
-                    row_of[id(c), b] = batch + len(rows)
+                    row_of[id(c), b] = n_uncond + len(rows)
                     rows.append((b, c))
-        in_order = all(
-            p in self.uses[b] and row_of[id(c), b] == batch * (p + 1) + b
-            for p, c in enumerate(conds)
-            for b in range(batch)
-        )
         gathers = None
-        if not in_order:
-            gathers = []
-            for p, c in enumerate(conds):
-                items = [b for b in range(batch) if p in self.uses[b]]
-                gathers.append(
-                    (torch.tensor(items, device=device), torch.tensor([row_of[id(c), b] for b in items], device=device))
-                )
+        if n_uncond == 0:
+            # identity program: item b reads the one conditioning of its prompt
+            order = [row_of[id(conds[next(iter(self.uses[b]))]), b] for b in range(batch)]
+            if order != list(range(batch)) or len(rows) != batch:
+                gathers = ((torch.arange(batch, device=device), torch.tensor(order, device=device)),)
+        else:
+            in_order = all(
+                p in self.uses[b] and row_of[id(c), b] == batch * (p + 1) + b
+                for p, c in enumerate(conds)
+                for b in range(batch)
+            )
+            if not in_order:
+                gathers = []
+                for p, c in enumerate(conds):
+                    items = [b for b in range(batch) if p in self.uses[b]]
+                    gathers.append(
+                        (
+                            torch.tensor(items, device=device),
+                            torch.tensor([row_of[id(c), b] for b in items], device=device),
+                        )
+                    )
+                gathers = tuple(gathers)
 
         # Conds are lengthened among themselves as A1111 stacks them; if the uncond still differs
         # in length, the shorter rows are zero-padded and masked (A1111 runs them separately).
         cond_len = max((c.hidden.shape[0] for _, c in rows), default=0)
-        uncond_len = max(u.hidden.shape[0] for u in unconds)
+        uncond_len = max((u.hidden.shape[0] for u in unconds), default=cond_len)
         hidden = [extend(u.hidden, uncond_len) for u in unconds] + [extend(c.hidden, cond_len) for _, c in rows]
         mask = None
         if rows and cond_len != uncond_len:
-            length = max(cond_len, uncond_len)
-            lengths = torch.tensor([h.shape[0] for h in hidden])
-            hidden = [torch.cat([h, h.new_zeros(length - h.shape[0], h.shape[1])]) for h in hidden]
-            mask = (torch.arange(length)[None, :] < lengths[:, None]).to(device)
+            if not self.family.supports_mask:
+                length = max(cond_len, uncond_len)
+                hidden = [extend(h, length) for h in hidden]
+            else:
+                length = max(cond_len, uncond_len)
+                lengths = torch.tensor([h.shape[0] for h in hidden])
+                hidden = [torch.cat([h, h.new_zeros(length - h.shape[0], h.shape[1])]) for h in hidden]
+                mask = (torch.arange(length)[None, :] < lengths[:, None]).to(device)
         pooled = None
-        if unconds[0].pooled is not None:
+        first = (unconds or [c for _, c in rows])[0]
+        if first.pooled is not None:
             pooled = torch.stack([u.pooled for u in unconds] + [c.pooled for _, c in rows]).to(device, dtype)
         # The input row each sample reads: an uncond from the pipeline's uncond half (rows
         # 0..B-1), a cond from its cond half (rows B..2B-1 under CFG, the only half otherwise).
         items = [b for b, _ in rows]
         return _Plan(
+            n_uncond=n_uncond,
             source=(
-                torch.tensor([*range(batch), *items], device=device),
-                torch.tensor([*range(batch), *(batch + b for b in items)], device=device),
+                torch.tensor([*range(n_uncond), *items], device=device),
+                torch.tensor([*range(n_uncond), *(batch + b for b in items)], device=device),
             ),
             hidden=torch.stack(hidden).to(device, dtype),
             pooled=pooled,
             mask=mask,
-            conds=None if gathers is None else tuple(gathers),
+            conds=gathers,
         )
+
+
+def _num_model_calls(pipe) -> int:
+    """How many times the pipeline's loop calls the denoiser (known once its timesteps are set)."""
+    n = getattr(pipe, "_num_timesteps", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    return len(pipe.scheduler.timesteps)

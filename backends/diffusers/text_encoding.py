@@ -15,7 +15,9 @@ sends it, so a prompt written for A1111 draws the same picture here:
 4. Emphasis, per chunk ``z`` of shape ``[77, D]`` with per-token weights ``w``:
 
    - ``"original"`` (A1111's default): ``z' = z * w * (mean(z) / mean(z * w))``, means over the
-     whole chunk, so emphasis reweights tokens without moving the embedding's mean;
+     whole chunk, so emphasis reweights tokens without moving the embedding's mean; a chunk whose
+     ``mean(z * w)`` is 0 would turn inf/NaN, so it keeps ``z * w`` and an ``EmphasisWarning`` is
+     issued (A1111 would draw a black image);
    - ``"no_norm"``: ``z' = z * w``;
    - ``"ignore"``: brackets are parsed (and removed) but weights are not applied;
    - ``"none"``: no parsing at all; brackets are literal text and ``BREAK`` is a word.
@@ -29,11 +31,16 @@ layer norm (A1111's "Clip skip" ``k+1``); SDXL's penultimate layer without the n
 states on the feature axis; its pooled embedding is the second encoder's projected output for
 the first chunk (emphasis never touches it), as in A1111.
 
-Textual-inversion tokens and LoRA text-encoder scales are not applied here.
+Which encoders and layers a pipeline has is its family adapter's answer (``clip_pairs``,
+``hidden_layer``, ``pooled_output``; :mod:`.stable_diffusion`). Multi-vector textual-inversion
+tokens are expanded and the text-encoder LoRA scale applied as the pipeline's ``encode_prompt``
+does (see :class:`PromptEncoder`).
 """
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -45,6 +52,7 @@ __all__ = [
     "EMPHASIS_MODES",
     "Chunk",
     "Conditioning",
+    "EmphasisWarning",
     "PromptEncoder",
     "chunk_tokens",
     "extend",
@@ -147,33 +155,45 @@ def extend(hidden: torch.Tensor, length: int) -> torch.Tensor:
 class PromptEncoder:
     """Encodes texts for one pipeline, A1111's way, remembering each text it has encoded.
 
-    ``pipe`` supplies ``tokenizer``/``text_encoder`` and, for SDXL, ``tokenizer_2``/``text_encoder_2``
-    (either pair may be None, as in the SDXL refiner). The result of ``encode(text)`` depends on the
-    text alone, never on what else was encoded, so each text runs through the encoders on its own.
+    ``family`` is the pipeline's :class:`~.adapters.FamilyAdapter` (found with ``adapter_for`` when
+    not given); it names the CLIP tokenizer/encoder pairs (``clip_pairs``), the hidden layer to take
+    (``hidden_layer``) and the pooled output (``pooled_output``, None for SD 1.x/2.x). The result
+    of ``encode(text)`` depends on the text alone, never on what else was encoded, so each text
+    runs through the encoders on its own.
+
+    As the pipeline's own ``encode_prompt`` does: a multi-vector textual-inversion token ``<t>``
+    becomes ``<t> <t>_1 ...`` (``pipe.maybe_convert_prompt``, per tokenizer), and ``lora_scale``
+    scales the text encoders' LoRA layers (PEFT's ``scale_lora_layers``) while a text is encoded,
+    and is undone afterwards, also on error.
     """
 
     def __init__(
         self,
         pipe,
         *,
+        family=None,
         emphasis: str = "original",
         clip_skip: int | None = None,
         comma_backtrack: int = COMMA_BACKTRACK,
+        lora_scale: float | None = None,
     ):
         if emphasis not in EMPHASIS_MODES:
             raise ValueError(f"Expected emphasis to be one of {EMPHASIS_MODES}, but got {emphasis!r}.")
         if clip_skip is not None and (not isinstance(clip_skip, int) or clip_skip < 0):
             raise ValueError(f"Expected clip_skip to be None or an integer >= 0, but got {clip_skip!r}.")
+        if family is None:
+            from .adapters import adapter_for
+
+            family = adapter_for(pipe)
+        self.family = family
         self.emphasis = emphasis
         self.clip_skip = clip_skip
         self.comma_backtrack = comma_backtrack
-        self.xl = hasattr(pipe, "text_encoder_2")
-        pairs = [(pipe.tokenizer, pipe.text_encoder)]
-        if self.xl:
-            pairs.append((pipe.tokenizer_2, pipe.text_encoder_2))
-        self.pairs = [(tok, enc) for tok, enc in pairs if tok is not None and enc is not None]
+        self.lora_scale = lora_scale
+        self.pairs = [(tok, enc) for tok, enc in family.clip_pairs(pipe) if tok is not None and enc is not None]
         if not self.pairs:
             raise ValueError(f"{type(pipe).__name__} has no tokenizer and text encoder to encode prompts with.")
+        self.convert = getattr(pipe, "maybe_convert_prompt", None)  # TextualInversionLoaderMixin
         self.device = pipe._execution_device
         self._commas: dict[int, int | None] = {}  # id(tokenizer) -> id of ",</w>" (get_vocab is slow)
         self._cache: dict[str, Conditioning] = {}
@@ -201,6 +221,8 @@ class PromptEncoder:
         else:
             parsed = _emphasis.parse(text)
         fragments = [fragment for fragment, _ in parsed]
+        if self.convert is not None and getattr(tokenizer, "added_tokens_encoder", None):
+            fragments = [self.convert(fragment, tokenizer) for fragment in fragments]
         ids = tokenizer(fragments, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
         runs = [
             (None if (fragment, weight) == _emphasis.BREAK else token_ids, weight)
@@ -228,13 +250,15 @@ class PromptEncoder:
         for tokenizer, encoder in self.pairs:
             chunks = self.tokenize(text, tokenizer)
             ids = torch.tensor([c.tokens for c in chunks], device=self.device)
-            out = encoder(ids, output_hidden_states=True)
-            z = self._select_layer(encoder, out)
+            with _lora_scaled(encoder, self.lora_scale):
+                out = encoder(ids, output_hidden_states=True)
+            z = self.family.hidden_layer(encoder, out, self.clip_skip)
             if self.emphasis in ("original", "no_norm"):
-                z = self._emphasize(z, [c.weights for c in chunks])
+                z = self._emphasize(z, [c.weights for c in chunks], text)
             hidden.append(z.reshape(-1, z.shape[-1]))
-            if self.xl and getattr(out, "text_embeds", None) is not None:
-                pooled = out.text_embeds[0]  # the last encoder's, from the first chunk
+            first = self.family.pooled_output(out)
+            if first is not None:
+                pooled = first[0]  # the last encoder's, from the first chunk
         if len({h.shape[0] for h in hidden}) > 1:
             raise ValueError(
                 f"The text encoders split {text!r} into different numbers of chunks; "
@@ -242,17 +266,13 @@ class PromptEncoder:
             )
         return Conditioning(torch.cat(hidden, dim=-1), pooled)
 
-    def _select_layer(self, encoder, out) -> torch.Tensor:
-        if self.xl:
-            return out.hidden_states[-((self.clip_skip or 0) + 2)]
-        if self.clip_skip is None:
-            return out.last_hidden_state
-        # transformers 5 puts the norm on CLIPTextModel itself; 4.x on its .text_model
-        norm = getattr(encoder, "final_layer_norm", None) or encoder.text_model.final_layer_norm
-        return norm(out.hidden_states[-(self.clip_skip + 1)])
+    def _emphasize(self, z: torch.Tensor, weights: list[tuple[float, ...]], text: str = "") -> torch.Tensor:
+        """Apply per-token weights to ``z`` ``[chunks, L, D]``; see the module docstring.
 
-    def _emphasize(self, z: torch.Tensor, weights: list[tuple[float, ...]]) -> torch.Tensor:
-        """Apply per-token weights to ``z`` ``[chunks, L, D]``; see the module docstring."""
+        In ``"original"`` mode a chunk whose weighted mean is zero (or whose ratio of means is not
+        finite) keeps ``z * w`` without the mean restoration, with a :class:`EmphasisWarning`:
+        dividing by that mean would make the embedding inf or NaN.
+        """
         if all(w == 1.0 for ws in weights for w in ws):
             return z  # z * 1 * (m / m) is z exactly; skip the work
         w = torch.tensor(weights, dtype=torch.float32, device=z.device)[..., None]
@@ -260,5 +280,39 @@ class PromptEncoder:
         weighted = z32 * w
         if self.emphasis == "original":
             # Means over the whole chunk, as A1111 (which sends one text, one chunk at a time).
-            weighted = weighted * (z32.mean(dim=(1, 2), keepdim=True) / weighted.mean(dim=(1, 2), keepdim=True))
+            ratio = z32.mean(dim=(1, 2), keepdim=True) / weighted.mean(dim=(1, 2), keepdim=True)
+            finite = torch.isfinite(ratio) & torch.isfinite(weighted * ratio).all(dim=(1, 2), keepdim=True)
+            if not bool(finite.all()):
+                warnings.warn(
+                    f"Emphasis in {text!r}: the weighted embedding of a chunk has mean zero, so A1111's "
+                    "mean restoration would divide by zero; that chunk keeps its weights without it.",
+                    EmphasisWarning,
+                    stacklevel=4,
+                )
+                ratio = torch.where(finite, ratio, torch.ones_like(ratio))
+            weighted = weighted * ratio
         return weighted.to(z.dtype)
+
+
+class EmphasisWarning(UserWarning):
+    """A1111's emphasis mean restoration was skipped for a chunk (it would have divided by zero)."""
+
+
+@contextmanager
+def _lora_scaled(encoder, scale: float | None):
+    """``encoder``'s LoRA layers scaled by ``scale`` inside the block, as diffusers' ``encode_prompt``."""
+    if scale is None or scale == 1.0:
+        yield
+        return
+    from diffusers.utils import USE_PEFT_BACKEND
+
+    if not USE_PEFT_BACKEND:
+        yield  # without PEFT diffusers cannot load text-encoder LoRA at all
+        return
+    from diffusers.utils import scale_lora_layers, unscale_lora_layers
+
+    scale_lora_layers(encoder, scale)
+    try:
+        yield
+    finally:
+        unscale_lora_layers(encoder, scale)
