@@ -1,7 +1,7 @@
 """A baseline in the style of the original A1111 extension, the reference point of our benchmarks.
 
-It computes the SPEC section 2 math (no keyword options) the way the original extension organises
-it (SPEC section 3), so that timings compare architectures, not formulas:
+It computes the docs/semantics.md math (no keyword options) the way the original extension organises
+it (docs/migrating.md), so that timings compare architectures, not formulas:
 
 - the prompt becomes a tree of node objects walked by visitor classes, through ``accept``;
 - each batch item is combined on its own, in a Python loop;

@@ -1,4 +1,4 @@
-"""A parser written the way the original extension's is (SPEC section 3), as the benchmark baseline.
+"""A parser written the way the original extension's is (docs/migrating.md), as the benchmark baseline.
 
 Token list from one regex split; recursive descent that copies the token list for every part
 (quadratic in the number of parts) and backs off a group attempt when the bracket holds fewer

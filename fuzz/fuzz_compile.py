@@ -26,7 +26,7 @@ A failed invariant raises, and libFuzzer writes the input to ``crash-<sha1>`` un
 with ``fuzz/fuzz_compile.py path/to/crash-file``. Unless told otherwise the harness adds a
 dictionary of the language's tokens, ``-timeout=10`` (an input taking 10 s is reported as a hang:
 the parser is meant to be linear) and, when no corpus directory is given, ``fuzz/corpus/``
-(git-ignored; kept between runs, seeded with SPEC examples).
+(git-ignored; kept between runs, seeded with the examples of docs/language.md).
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ def _defaults(argv: list[str]) -> list[str]:
         extra.append("-timeout=10")
     if "-artifact_prefix" not in flags:
         extra.append(f"-artifact_prefix={work}/")
-    if not inputs:  # no corpus given: fuzz/corpus/ (git-ignored), seeded with the SPEC's examples
+    if not inputs:  # no corpus given: fuzz/corpus/ (git-ignored), seeded with the examples of docs/language.md
         corpus = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
         os.makedirs(corpus, exist_ok=True)
         for i, seed in enumerate(SEEDS):

@@ -15,21 +15,12 @@ of these dataclasses recurse, so code that must handle any depth walks trees wit
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Iterator, Union
 
+from .keywords import Keyword, is_fraction
 
-class Keyword(str, enum.Enum):
-    """The four part keywords. ``AND`` composes; the others conciliate with their siblings."""
-
-    AND = "AND"
-    AND_PERP = "AND_PERP"
-    AND_SALT = "AND_SALT"
-    AND_TOPK = "AND_TOPK"
-
-    def __str__(self) -> str:
-        return self.value
+__all__ = ["Keyword", "Span", "Option", "Leaf", "Group", "Body", "Part", "Prompt", "iter_parts", "meaning", "leaves"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +46,7 @@ class Option:
 
     @property
     def is_fraction(self) -> bool:
-        return "." in self.text or "e" in self.text.lower()
+        return is_fraction(self.text)
 
 
 @dataclass(frozen=True, slots=True)

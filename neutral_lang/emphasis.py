@@ -13,7 +13,7 @@ draws a different picture. Two readings are involved:
 
 Both return what A1111 returns, value for value (lists of tuples instead of lists of lists), so
 weights agree bit for bit: the multiplications happen in A1111's order. The only differences are
-inputs on which A1111 raises instead of answering (all are lenient here, as SPEC section 1 asks
+inputs on which A1111 raises instead of answering (all are lenient here, as docs/language.md asks
 of malformed input):
 
 - ``(x:.)`` or ``(x:1.2.3)`` -- a weight ``float()`` cannot read, with a ``(`` open. A1111 raises

@@ -1,4 +1,8 @@
-"""Errors for people: what is wrong, where (line, column, caret), and what to write instead."""
+"""Errors for people: what is wrong, where (line, column, caret), and what to write instead.
+
+Each kind of parse error is a subclass of :class:`ParseError`, so that callers (the linter, the
+CLI) recognise it by class, never by its message.
+"""
 
 from __future__ import annotations
 
@@ -49,3 +53,35 @@ class ParseError(ValueError):
         if hint:
             message += f"\nhint: {hint}"
         super().__init__(message)
+
+
+class NonFiniteWeightError(ParseError):
+    """A weight that is ``nan``, ``inf`` or overflows to infinity (``x :1e999``)."""
+
+
+class OptionError(ParseError):
+    """A keyword option list that cannot be read (docs/language.md, "Keyword options")."""
+
+
+class MalformedOptionsError(OptionError):
+    """An option list that is not ``name=number`` pairs separated by commas: ``AND_TOPK(k=0.1,,)``."""
+
+
+class UnclosedOptionsError(OptionError):
+    """An option list with no ``)``: ``AND_TOPK(k=0.1 glasses``."""
+
+
+class UnknownOptionError(OptionError):
+    """An option the keyword does not take: ``AND_PERP(k=0.1)``."""
+
+
+class DuplicateOptionError(OptionError):
+    """An option given twice: ``AND_TOPK(k=0.1, k=0.2)``."""
+
+
+class OptionRangeError(OptionError):
+    """An option value outside its valid range: ``AND_TOPK(k=2)``."""
+
+
+class UnbalancedBracketError(ParseError):
+    """An unmatched ``[``, ``]``, ``(`` or ``)`` (only ``parse(text, strict=True)`` raises it)."""

@@ -9,23 +9,13 @@ Written iteratively: a 10^4-deep prompt formats without recursion.
 
 from __future__ import annotations
 
-import re
-
 from .ast import Group, Leaf, Option, Part, Prompt, meaning
+from .keywords import OPTION_ORDER
+from .lexical import format_number, has_weight_like_tail
 
 __all__ = ["format", "format_number"]
 
-_OPTION_ORDER = {name: i for i, name in enumerate(("start", "end", "k", "per_channel", "momentum", "beta"))}
-# Text whose tail the parser would read as a weight if nothing followed it.
-_WEIGHT_LIKE_TAIL = re.compile(r":\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*$|"
-                               r":\s*[+-]?(?:nan|inf(?:inity)?)\s*$", re.IGNORECASE)
-
-
-def format_number(value: float) -> str:
-    """Shortest text that reads back as ``value``: ``-1``, ``0.4``, ``1e-05``."""
-    if value == int(value) and abs(value) < 1e16:
-        return str(int(value))
-    return repr(value)
+_OPTION_ORDER = {name: i for i, name in enumerate(OPTION_ORDER)}
 
 
 def _format_option(opt: Option) -> str:
@@ -47,7 +37,7 @@ def _keyword(part: Part) -> str:
 
 def _weight(part: Part) -> str:
     body = part.body
-    needed = isinstance(body, Leaf) and _WEIGHT_LIKE_TAIL.search(body.text) is not None
+    needed = isinstance(body, Leaf) and has_weight_like_tail(body.text)
     if part.weight == 1.0 and not needed:
         return ""
     return f":{format_number(part.weight)}"

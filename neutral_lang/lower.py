@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from . import ast, ir
+from .keywords import OPTION_DEFAULTS, spec
 
 __all__ = ["lower", "LowerError"]
 
@@ -27,7 +28,7 @@ _OPS = {
     ast.Keyword.AND_SALT: ir.Op.SALT,
     ast.Keyword.AND_TOPK: ir.Op.TOPK,
 }
-_TOPK_OPTIONS = frozenset({"k", "per_channel", "momentum", "beta"})
+_TOPK_OPTIONS = frozenset(o.name for o in spec(ast.Keyword.AND_TOPK).options if not o.window)
 
 
 class LowerError(ValueError):
@@ -92,10 +93,10 @@ def _part(part: ast.Part, body: ir.Body, prompt: int) -> ir.Part:
     options = ir.DEFAULT_OPTIONS
     if topk:
         options = ir.Options(
-            k=topk.get("k", 0.05),
-            per_channel=bool(topk.get("per_channel", 0)),
-            momentum=topk.get("momentum", 0.0),
-            beta=topk.get("beta", 0.4),
+            k=topk.get("k", OPTION_DEFAULTS["k"]),
+            per_channel=bool(topk.get("per_channel", OPTION_DEFAULTS["per_channel"])),
+            momentum=topk.get("momentum", OPTION_DEFAULTS["momentum"]),
+            beta=topk.get("beta", OPTION_DEFAULTS["beta"]),
         )
     window = ir.ALWAYS if start is None and end is None else ir.Window(start, end)
     return ir.Part(op, float(part.weight), body, part.span, window, options)

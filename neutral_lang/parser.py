@@ -8,7 +8,7 @@ so every ``[`` is decided once, in O(1) amortised, without recursion. The lexer 
 terminals of ``grammar/neutral_prompt.lark`` and Lark's LALR parser builds the AST through an
 inline transformer (reductions happen as the parser runs: no recursion there either).
 
-Reading rules (SPEC section 1), as the original tokenizer sees text: it splits at ``[``, ``]``,
+Reading rules (docs/language.md), as the original tokenizer sees text: it splits at ``[``, ``]``,
 ``:`` and whole-word keywords, and ignores whitespace-only pieces between them. Deliberate
 differences (docs/language.md): whitespace inside a part is kept verbatim; ``\\[ \\] \\( \\) \\:
 \\\\`` are escapes, not brackets; an unclosed group reads as text; ``nan``/``inf`` and spellings
@@ -26,58 +26,27 @@ from pathlib import Path
 from lark import Lark
 from lark.lexer import Lexer
 
-from .ast import Group, Keyword, Leaf, Option, Part, Prompt, Span
-from .errors import ParseError
+from .ast import Group, Leaf, Option, Part, Prompt, Span
+from .errors import (
+    DuplicateOptionError, MalformedOptionsError, NonFiniteWeightError, OptionRangeError, ParseError,
+    UnbalancedBracketError, UnclosedOptionsError, UnknownOptionError,
+)
+from .keywords import KEYWORD_PATTERN, Keyword, spec
+from .lexical import NONFINITE, NUMBER_RE, option_lists, scan_brackets
 
-__all__ = ["parse", "ParseError", "OPTION_RULES", "NUMBER_RE"]
+__all__ = ["parse", "ParseError", "NUMBER_RE"]
 
 # Raw token kinds.
 _OPEN, _CLOSE, _COLON, _KW, _TEXT = range(5)
 
 # Split points of the neutral layer. Escapes are matched (and skipped as text) so that `\[`
-# never opens anything; `\b...\b` is Python's Unicode word boundary, as in the original.
-_SPLIT = re.compile(r"\\[\[\]():\\]|(\[)|(\])|(:)|\b(AND(?:_PERP|_SALT|_TOPK)?)\b")
+# never opens anything; the keyword group is keywords.KEYWORD_PATTERN.
+_SPLIT = re.compile(r"\\[\[\]():\\]|(\[)|(\])|(:)|" + KEYWORD_PATTERN)
 
-# A weight: a decimal number with optional sign, fraction and exponent (SPEC section 1).
-NUMBER_RE = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _WEIGHT = re.compile(r"\s*(" + NUMBER_RE + r")\s*")
-# What Python's float() also reads as a number but is never a weight here.
-_NONFINITE = re.compile(r"\s*([+-]?(?:nan|inf(?:inity)?))\s*", re.IGNORECASE)
+_NONFINITE = re.compile(r"\s*(" + NONFINITE.pattern + r")\s*", re.IGNORECASE)
 
 _OPTION = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(" + NUMBER_RE + r")\s*")
-
-
-@dataclass(frozen=True)
-class OptionRule:
-    """Valid values of one keyword option: a closed/open range, and what to say when outside."""
-
-    lo: float
-    hi: float
-    lo_open: bool = False
-    hi_open: bool = False
-    integer: bool = False
-    describe: str = ""
-
-    def accepts(self, value: float) -> bool:
-        if self.integer and value != int(value):
-            return False
-        above = value > self.lo if self.lo_open else value >= self.lo
-        below = value < self.hi if self.hi_open else value <= self.hi
-        return above and below
-
-
-_WINDOW = OptionRule(0.0, float("inf"), describe="a step index (0, 1, 2, ...) or a fraction of the steps in [0, 1]")
-
-#: Option names each keyword accepts, with their valid ranges (SPEC section 4).
-OPTION_RULES: dict[Keyword, dict[str, OptionRule]] = {
-    kw: {"start": _WINDOW, "end": _WINDOW} for kw in Keyword
-}
-OPTION_RULES[Keyword.AND_TOPK].update(
-    k=OptionRule(0.0, 1.0, lo_open=True, describe="a fraction in (0, 1], e.g. k=0.05"),
-    per_channel=OptionRule(0.0, 1.0, integer=True, describe="0 or 1"),
-    momentum=OptionRule(0.0, float("inf"), hi_open=True, describe="a number >= 0"),
-    beta=OptionRule(0.0, 1.0, hi_open=True, describe="a number in [0, 1)"),
-)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,6 +67,7 @@ class _Raw:
         options: dict[int, tuple[tuple[Option, ...], int, int]] = {}
         self.options = options
         kinds_append, starts_append, ends_append = kinds.append, starts.append, ends.append
+        lists = {open_: end for open_, end in option_lists(src)}
         pos = 0  # start of the pending text piece
         search = _SPLIT.search
         scan = 0
@@ -115,21 +85,18 @@ class _Raw:
                 kinds_append(_TEXT)
                 starts_append(pos)
                 ends_append(start)
-            if kind == 4 and end < n and src[end] == "(":
-                close = src.find(")", end)
-                inner_end = n if close < 0 else close
-                if "=" in src[end:inner_end]:
-                    if close < 0:
-                        raise ParseError(
-                            "unclosed option list", src, end, n,
-                            hint=f"close the options of {m.group(4)} with ')', e.g. {m.group(4)}(k=0.1)",
-                        )
-                    opts = _parse_options(src, Keyword(m.group(4)), end, close)
-                    options[len(kinds)] = (opts, end, close + 1)
+            list_end = lists.get(end) if kind == 4 else None
+            if list_end is not None:
+                if src[list_end - 1] != ")":
+                    raise UnclosedOptionsError(
+                        "unclosed option list", src, end, n,
+                        hint=f"close the options of {m.group(4)} with ')', e.g. {spec(m.group(4)).example}",
+                    )
+                options[len(kinds)] = (_parse_options(src, Keyword(m.group(4)), end, list_end - 1), end, list_end)
             kinds_append(kind - 1)
             starts_append(start)
             ends_append(end)
-            pos = scan = options[len(kinds) - 1][2] if len(kinds) - 1 in options else end
+            pos = scan = end if list_end is None else list_end
         if n > pos and not src[pos:].isspace():
             kinds_append(_TEXT)
             starts_append(pos)
@@ -150,9 +117,9 @@ class _Raw:
 
 
 def _parse_options(src: str, keyword: Keyword, open_pos: int, close_pos: int) -> tuple[Option, ...]:
-    """Read ``(name=value, ...)`` between ``open_pos`` and ``close_pos``; validate every entry."""
-    rules = OPTION_RULES[keyword]
-    example = f"{keyword.value}(start=0.2)" if keyword is not Keyword.AND_TOPK else "AND_TOPK(k=0.1, start=0.2)"
+    """Read ``(name=value, ...)`` between ``open_pos`` and ``close_pos``; validate every entry
+    against the keyword's row in :mod:`neutral_lang.keywords`."""
+    row = spec(keyword)
     result: list[Option] = []
     seen: set[str] = set()
     item_start = open_pos + 1
@@ -162,30 +129,26 @@ def _parse_options(src: str, keyword: Keyword, open_pos: int, close_pos: int) ->
         m = _OPTION.fullmatch(src, item_start, item_end)
         if m is None:
             at = item_start + (len(src[item_start:item_end]) - len(src[item_start:item_end].lstrip()))
-            raise ParseError(
+            raise MalformedOptionsError(
                 "invalid option list", src, min(at, item_end), max(item_end, at + 1),
-                hint=f"write options as name=number pairs separated by commas, e.g. {example}",
+                hint=f"write options as name=number pairs separated by commas, e.g. {row.example}",
             )
         name, text = m.group(1), m.group(2)
         span = Span(m.start(1), m.end(2))
-        rule = rules.get(name)
-        if rule is None:
-            raise ParseError(
+        option = row.option(name)
+        if option is None:
+            raise UnknownOptionError(
                 "unknown option", src, span.start, m.end(1),
-                hint=f"{keyword.value} accepts: {', '.join(rules)}",
+                hint=f"{keyword.value} accepts: {', '.join(o.name for o in row.options)}",
             )
         if name in seen:
-            raise ParseError("duplicate option", src, span.start, span.end, hint=f"give {name} once")
+            raise DuplicateOptionError("duplicate option", src, span.start, span.end, hint=f"give {name} once")
         seen.add(name)
         value = float(text)
-        ok = value == value and abs(value) != float("inf") and rule.accepts(value)
-        if ok and rule is _WINDOW:
-            fraction = "." in text or "e" in text.lower()
-            ok = value <= 1.0 if fraction else value == int(value)
-        if not ok:
-            raise ParseError(
+        if not option.accepts(value, text):
+            raise OptionRangeError(
                 "option out of range", src, m.start(2), m.end(2),
-                hint=f"{name} must be {rule.describe}",
+                hint=f"{name} must be {option.describe}",
             )
         result.append(Option(name, value, text, span))
         if comma < 0:
@@ -410,7 +373,7 @@ def _weight_token(raw: _Raw, colon: int) -> _Tok:
     if m is None or abs(float(m.group(1))) == float("inf"):
         bad = (m or _NONFINITE.fullmatch(src, s, e)).group(1)
         at = src.index(bad, s)
-        raise ParseError(
+        raise NonFiniteWeightError(
             "non-finite weight", src, at, at + len(bad),
             hint="a weight is a finite decimal number such as 0.5, -1 or 1e-3; "
             "nan or inf would make the whole image NaN",
@@ -494,9 +457,9 @@ def _lalr() -> Lark:
         parser="lalr",
         lexer=_StructureLexer,
         transformer=_Builder(),
-        # The LALR tables are cached in the temp dir (keyed by grammar and options): `lint` then
-        # starts ~0.1 s sooner. Lark rebuilds them when the cache is missing or stale.
-        cache=True,
+        # No table cache: Lark's is a pickle in the shared temp dir, which another user could plant
+        # (docs/reliability.md). Building the tables costs tens of milliseconds, once per process.
+        cache=False,
     )
 
 
@@ -504,30 +467,23 @@ def _lalr() -> Lark:
 # Strict mode: brackets must balance
 
 
-_BRACKETS = re.compile(r"\\.|[\[\]()]", re.S)
-_PAIRS = {"]": "[", ")": "("}
-
-
 def _check_balanced(text: str) -> None:
-    stack: list[tuple[str, int]] = []
-    for m in _BRACKETS.finditer(text):
-        ch = m.group()
-        if ch in "[(":
-            stack.append((ch, m.start()))
-        elif ch in _PAIRS:
-            if not stack or stack[-1][0] != _PAIRS[ch]:
-                raise ParseError(
-                    f"unmatched '{ch}'", text, m.start(),
-                    hint=f"remove it, add the '{_PAIRS[ch]}' it closes, or write \\{ch} for a literal bracket",
-                )
-            stack.pop()
-    if stack:
-        ch, pos = stack[-1]
+    """Raise for the first unmatched bracket, as :func:`lexical.scan_brackets` pairs them (the
+    brackets the linter reports as NP201)."""
+    unmatched = scan_brackets(text).unmatched
+    if not unmatched:
+        return
+    pos, ch = unmatched[0]
+    if ch in "[(":
         close = "]" if ch == "[" else ")"
-        raise ParseError(
-            f"unclosed '{ch}'", text, pos,
-            hint=f"close it with '{close}', or write \\{ch} for a literal bracket",
+        raise UnbalancedBracketError(
+            f"unclosed '{ch}'", text, pos, hint=f"close it with '{close}', or write \\{ch} for a literal bracket",
         )
+    opener = "[" if ch == "]" else "("
+    raise UnbalancedBracketError(
+        f"unmatched '{ch}'", text, pos,
+        hint=f"remove it, add the '{opener}' it closes, or write \\{ch} for a literal bracket",
+    )
 
 
 def parse(text: str, *, strict: bool = False) -> Prompt:

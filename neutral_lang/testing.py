@@ -7,8 +7,7 @@
     def test_my_tool_keeps_every_part(text):
         assert my_tool(text).count_parts() == len(nl.parse(text).parts)
 
-- :func:`prompts` draws valid prompt texts using every feature of the language (SPEC sections 1
-  and 4): all four keywords, nested groups, every weight spelling, keyword options, A1111 leaf
+- :func:`prompts` draws valid prompt texts using every feature of the language (docs/language.md): all four keywords, nested groups, every weight spelling, keyword options, A1111 leaf
   syntax, the compatibility cases, unicode, and varied whitespace.
 - :func:`prompt_cases` draws the same texts together with the tree they must parse to, as
   nested tuples (see :func:`shape`), for tools that need to know what was generated.
@@ -32,7 +31,9 @@ from hypothesis import strategies as st
 
 from .ast import Group, Keyword, Part, Prompt
 from .formatter import format as _format
-from .parser import NUMBER_RE, OPTION_RULES, parse
+from .keywords import KEYWORD_RE, KEYWORDS as _TABLE
+from .lexical import NUMBER_RE, has_weight_like_tail
+from .parser import parse
 
 __all__ = [
     "prompts", "prompt_cases", "asts", "hostile_texts", "leaf_texts", "weights", "shape", "normalized",
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 #: Every keyword, in the order the strategies prefer when shrinking (``AND`` first).
-KEYWORDS: tuple[str, ...] = tuple(k.value for k in Keyword)
+KEYWORDS: tuple[str, ...] = tuple(k.name for k in _TABLE)
 
 # The shape of a parsed prompt: one tuple per part, ``(keyword, body, weight, options)``, where
 # ``body`` is the leaf's trimmed text or the group's tuple of parts, and ``options`` the keyword's
@@ -147,7 +148,7 @@ def weights() -> st.SearchStrategy[str]:
     return _weights()
 
 
-# Keyword options (SPEC section 4): valid values for every option, in varied spellings. A value
+# Keyword options (docs/language.md, "Keyword options"): valid values for every option, in varied spellings. A value
 # with a decimal point or an exponent is a fraction for start/end, an integer a step index.
 _FRACTIONS = ("0.0", "0.", ".5", "0.25", "1.0", "1.", "1e-1", "5e-2", "0.05", "0.999", ".1", "2.5e-1")
 _STEPS = tuple(str(i) for i in range(0, 12)) + ("+3", "20", "50", "999")
@@ -159,10 +160,10 @@ _OPTION_VALUES: dict[str, st.SearchStrategy[str]] = {
     "momentum": st.sampled_from(("0", "0.1", "0.5", "1", "2.", "1e3", ".25", "0.999")),
     "beta": st.sampled_from(tuple(f for f in _FRACTIONS if float(f) < 1) + ("0",)),
 }
-# The parser's own table says which options a keyword takes; every value above is valid for it.
-assert all(set(rules) <= set(_OPTION_VALUES) for rules in OPTION_RULES.values())
-_OPTION_NAMES = {kw.value: st.lists(st.sampled_from(tuple(OPTION_RULES[kw])), min_size=1, unique=True)
-                 for kw in Keyword}
+# The keyword table says which options a keyword takes; every value above is valid for it.
+assert all(o.name in _OPTION_VALUES for row in _TABLE for o in row.options)
+_OPTION_NAMES = {row.name: st.lists(st.sampled_from(tuple(o.name for o in row.options)), min_size=1, unique=True)
+                 for row in _TABLE}
 _OPTION_SPACE = st.sampled_from(("", "", " "))
 
 
@@ -178,7 +179,7 @@ def _draw_options(draw, keyword: str) -> tuple[str, tuple]:
 
 
 # Leaf text: words and the A1111 sub-language.
-_KEYWORD_RE = re.compile(r"\b(AND(?:_PERP|_SALT|_TOPK)?)\b")
+_KEYWORD_RE = KEYWORD_RE
 _ASCII_WORDS = (
     "a", "castle", "blue hair", "1girl", "masterpiece", "forest", "x", "night sky", "cat", "dog",
     "ruin", "tree", "dusk", "red", "8k", "photo", "a_b",
@@ -277,8 +278,6 @@ def leaf_texts(*, a1111: bool = True, unicode: bool = True) -> st.SearchStrategy
 
 # Prompts: a plan, rendered.
 
-# A leaf text ending like this reads as a weight unless a weight follows it (as the formatter knows).
-_WEIGHT_LIKE_TAIL = re.compile(r":\s*" + NUMBER_RE + r"\s*$")
 _SPACES = (" ", " ", " ", "  ", "\n", "\t", " \n  ", "\r\n")
 _SPACE = {False: st.sampled_from(_SPACES), True: st.sampled_from(_SPACES + ("\u3000",))}
 _MAYBE_SPACE = {False: st.sampled_from(("", "") + _SPACES), True: st.sampled_from(("", "") + _SPACES + ("\u3000",))}
@@ -308,7 +307,7 @@ def _draw_plan(draw, depth: int, cfg: dict, min_parts: int) -> list:
         else:
             body = _draw_leaf(draw, cfg["a1111"], cfg["unicode"])
         weight = _draw_weight(draw) if cfg["weights"] and draw(_ONE_IN_3) == 0 else None
-        if isinstance(body, str) and weight is None and _WEIGHT_LIKE_TAIL.search(body):
+        if isinstance(body, str) and weight is None and has_weight_like_tail(body):
             weight = _draw_weight(draw)  # `x :1` needs a weight after it to stay text: `x :1 :2`
         parts.append([keyword, body, weight, options])
     return parts

@@ -1,4 +1,4 @@
-"""The compiled plan computes what SPEC sections 2 and 4 say: it agrees with the reference
+"""The compiled plan computes what docs/semantics.md say: it agrees with the reference
 interpreter (``backends/torch/reference.py``) on fixtures and on generated prompts, over several
 steps (windows, momentum), for lists of prompts and every dtype; and ``Program`` keeps its promises
 (inputs untouched, cache, errors that name the step and the prompt span, tracing)."""

@@ -1,4 +1,4 @@
-"""The parser: the original extension's tree for every case of SPEC section 1, spans, errors.
+"""The parser: the original extension's tree for every case of docs/language.md, spans, errors.
 
 Expected trees are written as nested tuples: a leaf is ``(keyword, text, weight)``, a group is
 ``(keyword, [children], weight)``. The original's trees were established by running its parser;

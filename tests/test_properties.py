@@ -33,7 +33,7 @@ from neutral_lang.ast import iter_parts, leaves
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-# Labels a lenient parse may fail with: weights and option lists only (SPEC sections 1 and 4).
+# Labels a lenient parse may fail with: weights and option lists only (docs/language.md).
 LENIENT_LABELS = {"non-finite weight", "invalid option list", "unclosed option list", "unknown option",
                   "duplicate option", "option out of range"}
 

@@ -83,7 +83,7 @@ def test_format_of_an_edited_tree_never_returns_text_meaning_something_else(text
 
 
 def _zero_deltas(prog, seed=7):
-    """``u`` and conds all equal to ``u``: every ``full()`` is exactly zero, so SPEC section 2
+    """``u`` and conds all equal to ``u``: every ``full()`` is exactly zero, so docs/semantics.md
     gives exactly ``u``, whatever the weights."""
     torch = pytest.importorskip("torch")
     g = torch.Generator().manual_seed(seed)

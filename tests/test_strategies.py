@@ -2,7 +2,7 @@
 
 Fixtures pin exact, hand-computed values; property tests check the laws (projection is orthogonal,
 top-k keeps exactly the large entries, batch items are independent, inputs stay untouched); the
-oracle is checked against the formulas of SPEC section 2 written out by hand, against diffusers'
+oracle is checked against the formulas of docs/semantics.md written out by hand, against diffusers'
 SEGA loop, and against the original-style baseline.
 """
 
@@ -287,7 +287,7 @@ def test_salt_half_precision_picks_the_float32_winners(dtype):
 
 
 def _salt_spec(d, vs, ws):
-    """SPEC section 2 written out literally, per item, softmax in float64."""
+    """docs/semantics.md written out literally, per item, softmax in float64."""
     out = torch.zeros_like(d)
     for b in range(d.shape[0]):
         maps = [torch.softmax(x[b].abs().flatten().double(), 0).reshape(d[b].shape) for x in [d] + list(vs)]

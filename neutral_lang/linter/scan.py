@@ -7,82 +7,23 @@ keep up with prompts the parser handles (10^4 levels of nesting, 10^5 parts).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterator
 
-from ..ast import Group, Keyword, Prompt
+from ..ast import Group, Prompt
+from ..keywords import KEYWORDS as _TABLE
+from ..lexical import Brackets, option_lists, scan_brackets
 
 __all__ = [
-    "KEYWORDS", "Brackets", "scan_brackets", "option_lists", "group_brackets", "prompts",
+    "KEYWORDS", "LONG_KEYWORDS", "Brackets", "scan_brackets", "option_lists", "group_brackets", "prompts",
     "WORD_RE", "classify_word", "osa_distance", "spelling",
 ]
 
-KEYWORDS = tuple(k.value for k in Keyword)
-_LONG_KEYWORDS = tuple(k for k in KEYWORDS if k != "AND")
-
-# A keyword the parser splits at (whole word, case-sensitive), as in parser._SPLIT.
-_KEYWORD_RE = re.compile(r"\b(AND(?:_PERP|_SALT|_TOPK)?)\b")
-# Escapes first, so that `\(` is never a bracket (the parser's strict check reads them the same way).
-_BRACKET_RE = re.compile(r"\\.|[\[\]()]", re.S)
-_CLOSER_OF = {"[": "]", "(": ")"}
-_OPENER_OF = {"]": "[", ")": "("}
-
-
-def option_lists(text: str) -> list[tuple[int, int]]:
-    """``(open, end)`` of every keyword option list, ``(`` to after ``)`` (or to the end of the text
-    when unclosed): a ``(`` written directly after a keyword whose content holds ``=`` (SPEC 4)."""
-    out = []
-    for m in _KEYWORD_RE.finditer(text):
-        open_ = m.end()
-        if open_ < len(text) and text[open_] == "(":
-            close = text.find(")", open_)
-            end = len(text) if close < 0 else close + 1
-            if "=" in text[open_:end]:
-                out.append((open_, end))
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class Brackets:
-    """The A1111 brackets of a text: matched pairs ``(open, close, char)`` and unmatched ones
-    ``(pos, char)``. Square and round brackets pair separately, each with its own stack, as
-    A1111's ``parse_prompt_attention`` pairs them."""
-
-    pairs: tuple[tuple[int, int, str], ...]
-    unmatched: tuple[tuple[int, str], ...]
-
-
-@lru_cache(maxsize=4)  # NP201 and NP202 scan the same text; results are immutable
-def scan_brackets(text: str) -> Brackets:
-    """Pair the ``[ ]`` and ``( )`` of ``text``; escapes (``\\[``) and option lists are not brackets."""
-    skip = option_lists(text)
-    stacks: dict[str, list[int]] = {"[": [], "(": []}
-    pairs: list[tuple[int, int, str]] = []
-    unmatched: list[tuple[int, str]] = []
-    k = 0
-    for m in _BRACKET_RE.finditer(text):
-        ch = m.group()
-        if len(ch) != 1:
-            continue
-        pos = m.start()
-        while k < len(skip) and skip[k][1] <= pos:
-            k += 1
-        if k < len(skip) and skip[k][0] <= pos:
-            continue
-        if ch in stacks:
-            stacks[ch].append(pos)
-        else:
-            stack = stacks[_OPENER_OF[ch]]
-            if stack:
-                pairs.append((stack.pop(), pos, _OPENER_OF[ch]))
-            else:
-                unmatched.append((pos, ch))
-    for ch, stack in stacks.items():
-        unmatched.extend((pos, ch) for pos in stack)
-    pairs.sort()
-    unmatched.sort()
-    return Brackets(tuple(pairs), tuple(unmatched))
+# The keyword table's spellings (neutral_lang/keywords.py); option lists and bracket pairing are
+# lexical facts (neutral_lang/lexical.py), re-exported here for the rules that import them from scan.
+KEYWORDS = tuple(k.name for k in _TABLE)
+#: Keywords that can be misspelt or glued to a word (plain ``AND`` is also an English word).
+LONG_KEYWORDS = tuple(k for k in KEYWORDS if k != "AND")
 
 
 def prompts(root: Prompt) -> Iterator[tuple[int, Prompt]]:
@@ -112,8 +53,9 @@ def group_brackets(root: Prompt) -> set[int]:
 # Spelling: one classification of words serves the three keyword-spelling rules (NP301-NP303).
 
 WORD_RE = re.compile(r"\w+")
-_SEPARATED_RE = re.compile(r"\bAND(?:[ \t]+_?|[ \t]*[-.][ \t]*)(PERP|SALT|TOPK)\b")
-_GLUED_RE = re.compile("|".join(_LONG_KEYWORDS))
+_SEPARATED_RE = re.compile(r"\bAND(?:[ \t]+_?|[ \t]*[-.][ \t]*)("
+                           + "|".join(re.escape(k[len("AND_"):]) for k in LONG_KEYWORDS) + r")\b")
+_GLUED_RE = re.compile("|".join(LONG_KEYWORDS))
 
 
 def osa_distance(a: str, b: str) -> int:
@@ -134,7 +76,7 @@ def osa_distance(a: str, b: str) -> int:
 
 def _nearest_keyword(word: str) -> str | None:
     upper = word.upper()
-    scored = sorted((osa_distance(upper, kw), kw) for kw in _LONG_KEYWORDS)
+    scored = sorted((osa_distance(upper, kw), kw) for kw in LONG_KEYWORDS)
     (best, kw), (second, _) = scored[0], scored[1]
     return kw if best <= 2 and best < second else None
 
@@ -150,7 +92,7 @@ def classify_word(word: str) -> tuple[str, str] | None:
     if word in KEYWORDS:
         return None
     upper = word.upper()
-    if upper in _LONG_KEYWORDS:
+    if upper in LONG_KEYWORDS:
         return "case", upper
     if _GLUED_RE.search(word):
         pieces = [p for p in re.split(f"({_GLUED_RE.pattern})", word) if p]

@@ -1,6 +1,6 @@
 """NP107 cost (info, opt-in): model evaluations per sampling step.
 
-One evaluation per unique leaf text (identical texts share one, SPEC section 2) plus one for the
+One evaluation per unique leaf text (identical texts share one, docs/semantics.md) plus one for the
 unconditional prediction. Counted on the AST, before the compiler prunes dead parts: the plan
 that ``neutral-lang explain`` shows may need fewer.
 """

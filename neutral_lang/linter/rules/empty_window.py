@@ -1,6 +1,6 @@
 """NP405 empty-window: ``AND_TOPK(start=0.8, end=0.5)``, ``AND_PERP(end=0)``, ``AND_SALT(start=1.0)``.
 
-A part acts at step ``i`` when ``start <= i < end`` (SPEC section 4). Flagged when no step of
+A part acts at step ``i`` when ``start <= i < end`` (docs/language.md, "Keyword options"). Flagged when no step of
 any run can satisfy that: ``end`` is 0; both bounds are of one kind (both step indices or both
 fractions) and ``start >= end``; or ``start`` is the fraction 1.0 (step ``num_steps``, after the
 last one). The compiler prunes such a part (``Window.is_empty``); with mixed kinds the answer

@@ -1,6 +1,6 @@
 """NP303 glued-keyword: ``AND_PERPmonster``, ``monsterAND_SALT``, ``castle_AND_TOPK``.
 
-A keyword is a whole word (``\\bAND_PERP\\b``, SPEC section 1): run together with letters, digits
+A keyword is a whole word (``\\bAND_PERP\\b``, docs/language.md): run together with letters, digits
 or underscores it is plain text, and the prompt is not split there.
 """
 
@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from ...ast import Span
 from ..registry import rule
-from ..scan import spelling
+from ..scan import LONG_KEYWORDS, spelling
 
 RULE = rule("glued-keyword")
 
 
 def check(ctx):
     for start, end, word, fix in spelling(ctx.text, "glued"):
-        kws = [w for w in fix.split(" ") if w in ("AND_PERP", "AND_SALT", "AND_TOPK")]
+        kws = [w for w in fix.split(" ") if w in LONG_KEYWORDS]
         yield RULE.diagnostic(
             Span(start, end),
             f"'{word}' is plain text: {kws[0]} is a keyword only as a whole word",

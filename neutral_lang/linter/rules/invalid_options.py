@@ -1,6 +1,6 @@
 """NP402 invalid-options: ``AND_TOPK(k=2)``, ``AND_PERP(k=0.1)``, ``AND_TOPK(k=0.1,,)``.
 
-A parenthesis right after a keyword is an option list when it holds ``=`` (SPEC section 4); a
+A parenthesis right after a keyword is an option list when it holds ``=`` (docs/language.md, "Keyword options"); a
 malformed list, an unknown name, a repeated name or a value out of range is an error, in lenient
 mode too. The linter reports it and goes on with the option list blanked out.
 """
@@ -8,18 +8,15 @@ mode too. The linter reports it and goes on with the option list blanked out.
 from __future__ import annotations
 
 from ...ast import Span
-from ...errors import ParseError
+from ...errors import OptionError, ParseError, UnclosedOptionsError
 from ..registry import rule
 from ..scan import option_lists
 
 RULE = rule("invalid-options")
-_LABELS = frozenset({
-    "invalid option list", "unclosed option list", "unknown option", "duplicate option", "option out of range",
-})
 
 
 def handles(err: ParseError) -> bool:
-    return err.label in _LABELS
+    return isinstance(err, OptionError)
 
 
 def from_parse_error(err: ParseError, text: str):
@@ -39,6 +36,6 @@ def recover(text: str, err: ParseError) -> str | None:
     if not lists:
         return None
     open_, end = lists[-1]
-    if err.label == "unclosed option list":
+    if isinstance(err, UnclosedOptionsError):
         end = open_ + 1
     return text[:open_] + "".join("\n" if c == "\n" else " " for c in text[open_:end]) + text[end:]

@@ -1,6 +1,6 @@
 """NP302 keyword-case: ``and_perp``, ``And_Salt``, ``AND_TOPk``.
 
-Keywords are case-sensitive (SPEC section 1): any other spelling is plain text. Plain ``and`` and
+Keywords are case-sensitive (docs/language.md): any other spelling is plain text. Plain ``and`` and
 ``And`` are English and never flagged; only case variants of ``AND_PERP``, ``AND_SALT`` and
 ``AND_TOPK`` are.
 """

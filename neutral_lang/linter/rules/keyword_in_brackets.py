@@ -1,7 +1,7 @@
 """NP202 keyword-in-brackets: ``a [b AND c] d``, ``(red AND blue:1.2)``.
 
 A keyword splits the prompt wherever it stands, even inside A1111 brackets of leaf text, exactly
-as A1111's own ``AND`` split does (SPEC section 1): ``a [b AND c] d`` is the two parts ``a [b``
+as A1111's own ``AND`` split does (docs/language.md): ``a [b AND c] d`` is the two parts ``a [b``
 and ``c] d``, each with an unbalanced bracket. A group is different: its ``[`` starts a part.
 """
 

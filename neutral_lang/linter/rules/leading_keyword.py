@@ -2,7 +2,7 @@
 
 The original splits at every keyword, so the text before the first one -- nothing -- becomes an
 ``AND`` part of its own: the empty prompt is the base, and ``AND_PERP``/``AND_SALT``/``AND_TOPK``
-act relative to it (SPEC section 1, compatibility cases).
+act relative to it (docs/language.md, "Keywords").
 """
 
 from __future__ import annotations

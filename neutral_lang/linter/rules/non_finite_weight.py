@@ -8,15 +8,14 @@ as if the weight were a finite number.
 from __future__ import annotations
 
 from ...ast import Span
-from ...errors import ParseError
+from ...errors import NonFiniteWeightError, ParseError
 from ..registry import rule
 
 RULE = rule("non-finite-weight")
-_LABEL = "non-finite weight"
 
 
 def handles(err: ParseError) -> bool:
-    return err.label == _LABEL
+    return isinstance(err, NonFiniteWeightError)
 
 
 def from_parse_error(err: ParseError, text: str):

@@ -1,6 +1,6 @@
 """NP304 spaced-options: ``AND_TOPK (k=0.1) glasses``.
 
-An option list must follow its keyword directly (SPEC section 4). After a space, a parenthesis
+An option list must follow its keyword directly (docs/language.md, "Keyword options"). After a space, a parenthesis
 is the part's text -- ``AND_TOPK (glasses:1.3)`` must keep meaning emphasis -- so
 ``(k=0.1)`` is sent to the text encoder and the default options apply.
 """

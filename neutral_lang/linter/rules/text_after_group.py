@@ -1,6 +1,6 @@
 """NP104 text-after-group: ``[a AND_SALT b] tail`` -- text right after a group's ``]``.
 
-The original starts a new part there with an implicit ``AND`` (SPEC section 1), so ``tail`` is
+The original starts a new part there with an implicit ``AND`` (docs/language.md), so ``tail`` is
 added to the prompt on its own rather than joining the group or the text before it.
 """
 

@@ -1,6 +1,6 @@
 """NP201 unbalanced-bracket: ``a (castle``, ``goodbye]``, ``a AND_PERP [b AND c``.
 
-Lenient parsing reads an unmatched bracket as text, as A1111 does (SPEC section 1): an unclosed
+Lenient parsing reads an unmatched bracket as text, as A1111 does (docs/language.md): an unclosed
 ``(`` or ``[`` emphasises or de-emphasises the rest of its part, an unmatched ``)`` or ``]`` is
 passed to the text encoder as a character, and an unclosed ``[`` never opens a group. Square and
 round brackets pair separately, as in A1111; escapes (``\\[``) are not brackets.

@@ -1,7 +1,7 @@
 """NP403 weight-like-text: ``hello :abc``, ``x :1 :2``, ``x :1_0``, ``x :1,5``, ``[a AND b] :0.5 tail``.
 
 A part's weight is a trailing ``:number`` followed only by a keyword, the group's ``]`` or the
-end (SPEC section 1). Anything else that looks like one stays in the text and goes to the text
+end (docs/language.md). Anything else that looks like one stays in the text and goes to the text
 encoder, and the part keeps weight 1 (or the weight after it). Flagged, for colons outside A1111
 brackets (``(x:1.2)`` and ``[a:b:0.5]`` are A1111 syntax):
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 
 from ...ast import Leaf, Span
-from ...parser import NUMBER_RE
+from ...lexical import NUMBER_RE
 from ..registry import rule
 from ..scan import prompts
 

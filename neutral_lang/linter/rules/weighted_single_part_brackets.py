@@ -1,6 +1,6 @@
 """NP203 weighted-single-part-brackets: ``[x] :0.5``, ``[cat:dog:0.5] :2``.
 
-A bracket opens a group only when it holds two or more parts (SPEC section 1); ``[x]`` is A1111
+A bracket opens a group only when it holds two or more parts (docs/language.md); ``[x]`` is A1111
 text -- de-emphasis, prompt editing ``[from:to:when]`` or alternation ``[a|b]`` -- and the weight
 after it is the weight of the part whose text is ``[x]``. It looks like a weighted group, but the
 text encoder sees the brackets.
