@@ -405,7 +405,8 @@ class _Guidance:
         return self.step
 
     def _expand(self, signature, args, kwargs, side: bool = False):
-        """The call's bound arguments for the step's expanded batch: ``(step, arguments, n_in)``.
+        """The call's bound arguments for the step's expanded batch: ``(step, arguments, n_in,
+        guess, text)``, ``text`` being the ``(hidden, pooled, mask)`` rows it was given.
 
         A side module called with the cond half alone under CFG (ControlNet's guess mode) gets the
         cond rows only; its residuals for the uncond rows are zeros, as in the pipeline.
@@ -415,26 +416,48 @@ class _Guidance:
         n_in = sample.shape[0]
         step = self._begin(n_in, sample)
         plan = step.plan
-        rows = slice(plan.n_uncond, None) if side and step.cfg and n_in == self.batch else None
+        guess = side and step.cfg and n_in == self.batch
         if bound.get("encoder_attention_mask") is not None:
             raise RuntimeError("This pipeline passes an encoder_attention_mask; neutral_lang cannot guide it.")
         source = plan.source[n_in == 2 * self.batch]
         hidden, pooled, mask = plan.hidden, plan.pooled, plan.mask
-        if rows is not None:
+        if guess:
+            rows = slice(plan.n_uncond, None)
             source = plan.source[False][rows]
             hidden = hidden[rows]
             pooled = None if pooled is None else pooled[rows]
             mask = None if mask is None else mask[rows]
         new = {name: _rows(value, n_in, source) for name, value in bound.items()}
-        self.family.set_text(new, hidden, pooled, mask)
-        return step, new, n_in, rows is not None
+        takes_mask = "encoder_attention_mask" in signature.parameters
+        self.family.set_text(new, hidden, pooled, mask if takes_mask else None)
+        return step, new, n_in, guess, (hidden, pooled, None if takes_mask else mask)
 
-    def _chunks(self, kwargs: dict, total: int) -> list[dict]:
-        """``kwargs`` split into calls of at most ``max_batch`` samples (one call without it)."""
+    def _chunks(self, kwargs: dict, text, n_uncond: int) -> list[dict]:
+        """``kwargs`` as the calls to make: one, or calls of at most ``max_batch`` samples, and
+        separate uncond and cond calls for a module that cannot mask rows of different text
+        lengths (``text``'s mask is then not None; each call gets its rows' own length)."""
+        hidden, pooled, mask = text
+        total = hidden.shape[0]
+        pieces = [(0, total, None)]
+        if mask is not None:
+            lengths = mask.sum(dim=1)
+            pieces = [
+                (a, b, int(lengths[a])) for a, b in ((0, n_uncond), (n_uncond, total)) if a < b
+            ]
         size = self.max_batch
-        if size is None or total <= size:
+        if size is None and len(pieces) == 1 and pieces[0][2] is None:
             return [kwargs]
-        return [_rows(kwargs, total, slice(a, a + size)) for a in range(0, total, size)]
+        chunks = []
+        for a, b, length in pieces:
+            for start in range(a, b, size or b - a):
+                rows = slice(start, min(b, start + (size or b - a)))
+                chunk = _rows(kwargs, total, rows)
+                if length is not None:
+                    self.family.set_text(
+                        chunk, hidden[rows, :length], None if pooled is None else pooled[rows], None
+                    )
+                chunks.append(chunk)
+        return chunks
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -442,8 +465,8 @@ class _Guidance:
         """A ControlNet's pre-hook: the step's expanded batch (guess mode: the cond rows only)."""
         if not self._mine():
             return None
-        step, new, n_in, guess = self._expand(self.side_signatures[id(module)], args, kwargs, side=True)
-        chunks = self._chunks(new, step.plan.rows - (step.plan.n_uncond if guess else 0))
+        step, new, n_in, guess, text = self._expand(self.side_signatures[id(module)], args, kwargs, side=True)
+        chunks = self._chunks(new, text, 0 if guess else step.plan.n_uncond)
         step.rest = chunks[1:]
         step.side_in = (n_in, guess)
         return (), chunks[0]
@@ -466,7 +489,7 @@ class _Guidance:
     def before_denoiser(self, module, args, kwargs):
         if not self._mine():
             return None
-        step, new, n_in, _ = self._expand(self.denoiser_signature, args, kwargs)
+        step, new, n_in, _, text = self._expand(self.denoiser_signature, args, kwargs)
         if step.residuals is not None:
             residuals = iter(step.residuals)
             for name in self.family.residual_inputs:
@@ -475,7 +498,7 @@ class _Guidance:
                     new[name] = type(value)(next(residuals) for _ in value)
                 elif value is not None:
                     new[name] = next(residuals)
-        chunks = self._chunks(new, step.plan.rows)
+        chunks = self._chunks(new, text, step.plan.n_uncond)
         step.rest = chunks[1:]
         step.doubled = n_in == 2 * self.batch
         return (), chunks[0]

@@ -104,20 +104,29 @@ def _vae() -> AutoencoderKL:
     )
 
 
-def sd_components(*, seed: int = 0, model_max_length: int = 77, text_layers: int = 3) -> dict:
-    """Components for `StableDiffusionPipeline` (DDIM scheduler, no safety checker)."""
+def sd_components(
+    *, seed: int = 0, model_max_length: int = 77, text_layers: int = 3, unet_options: dict | None = None
+) -> dict:
+    """Components for `StableDiffusionPipeline` (DDIM scheduler, no safety checker).
+
+    `unet_options` override the UNet's config: `{"time_cond_proj_dim": 8}` makes an LCM-style UNet
+    with a guidance embedding, `T2I_UNET` one whose residual sizes fit :func:`t2i_adapter`.
+    """
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=IMAGE_SIZE // 2,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TEXT_HIDDEN,
-        attention_head_dim=4,
-        norm_num_groups=2,
+        **{
+            "sample_size": IMAGE_SIZE // 2,
+            "in_channels": 4,
+            "out_channels": 4,
+            "block_out_channels": (8, 16),
+            "layers_per_block": 1,
+            "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+            "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+            "cross_attention_dim": TEXT_HIDDEN,
+            "attention_head_dim": 4,
+            "norm_num_groups": 2,
+            **(unet_options or {}),
+        }
     )
     vae = _vae()
     tokenizer = make_tokenizer(model_max_length)
@@ -199,3 +208,49 @@ def sd_pipeline(**options) -> StableDiffusionPipeline:
 
 def sdxl_pipeline(**options) -> StableDiffusionXLPipeline:
     return _quiet(StableDiffusionXLPipeline(**sdxl_components(**options), add_watermarker=False))
+
+
+# -- add-ons: ControlNet, T2I-Adapter ------------------------------------------------------------
+
+
+def _randomize_zeros(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Give parameters that start at zero small random values.
+
+    ControlNet's output convolutions are zero-initialised (so that training starts from the plain
+    UNet): untrained, its residuals are zero and a test could not tell a right batch from a wrong one.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            if not parameter.any():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    return module
+
+
+def controlnet(unet: UNet2DConditionModel, *, seed: int = 1):
+    """A tiny ControlNet built from ``unet`` (SD or SDXL), with non-zero residuals.
+
+    Its conditioning embedding downsamples by 2, as the tiny VAE does, so it takes a control image
+    of the pipeline's size ``[B, 3, IMAGE_SIZE, IMAGE_SIZE]``.
+    """
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed)
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(4, 8))
+    return _randomize_zeros(net, seed).eval()
+
+
+#: UNet options under which :func:`t2i_adapter`'s residuals fit: a T2I-Adapter residual joins a
+#: cross-attention down block before its downsampler, a plain one after it.
+T2I_UNET = {
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+}
+
+
+def t2i_adapter(*, seed: int = 2):
+    """A tiny full T2I-Adapter for a UNet built with `T2I_UNET` (residuals 8 x 16 x 16, 16 x 8 x 8)."""
+    from diffusers import T2IAdapter
+
+    torch.manual_seed(seed)
+    return T2IAdapter(in_channels=3, channels=[8, 16], num_res_blocks=1, downscale_factor=2).eval()
