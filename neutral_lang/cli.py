@@ -1,17 +1,21 @@
-"""The command line: ``neutral-lang lint|fmt|explain|run|demo`` (also ``python -m neutral_lang``).
+"""The command line: ``neutral-lang lint|fmt|explain|run|grid|demo`` (also ``python -m neutral_lang``).
 
-    neutral-lang lint "a castle AND_PREP monster"          # prompts as arguments
-    neutral-lang lint -f prompt.txt -f 00012-1195978169.png  # files: text, or A1111 PNGs
-    pbpaste | neutral-lang lint --format json               # stdin
-    neutral-lang fmt --check -f prompt.txt
+    neutral-lang lint "a castle AND_PREP monster"          # prompt text
+    neutral-lang lint prompts.txt 00012-1195978169.png      # files: prompt files, A1111 PNG/JPEG/WebP
+    pbpaste | neutral-lang lint --format json -             # stdin, sniffed like a file
+    neutral-lang lint -c prompts.txt                        # -c: always text, never a file name
+    neutral-lang fmt --check prompts.txt
     neutral-lang explain "a AND_PERP [b AND_SALT c]"
     neutral-lang run --model PATH_OR_ID "a castle AND_PERP monster :-1" --steps 30 --out castle.png
+    neutral-lang run --model PATH_OR_ID --from 00012-1195978169.png   # regenerate from an infotext
+    neutral-lang grid --model PATH_OR_ID "a AND_TOPK glasses :0" --x "weight:2=0-1 [5]" --y "seed=1,2"
     neutral-lang demo                                        # offline, tiny random-weight pipeline
 
-Inputs (every subcommand): each positional ``PROMPT`` is one prompt (labelled ``<arg1>``,
-``<arg2>``, ...); each ``-f FILE`` is one prompt, the whole file (``-`` is stdin); with neither,
-stdin is read. A file that starts with the PNG signature is read as an image written by A1111:
-its positive prompt is taken from the ``parameters`` text chunk.
+Inputs (every subcommand; :mod:`neutral_lang.inputs`): a positional argument that names an existing
+file is that file, ``-`` is stdin, anything else is prompt text; ``-c TEXT`` is always text and
+``-f FILE`` always a file. Text files and stdin are prompt files (one prompt per line,
+:mod:`neutral_lang.prompt_file`); images give their A1111 infotext's prompt. With no input at all,
+stdin is read. Reads are bounded (``--max-input-size``).
 
 Exit codes: 0 clean; 1 problems in a prompt (a lint error or warning, a prompt that does not
 parse, ``fmt --check`` finding a prompt not in canonical form); 2 usage error, unreadable input
@@ -23,135 +27,103 @@ Start-up stays fast and torch-free: every subcommand imports what it needs when 
 from __future__ import annotations
 
 import argparse
-import struct
+import os
 import sys
-import zlib
-from dataclasses import dataclass
 from typing import Callable
 
-__all__ = ["main", "build_parser", "SUBCOMMANDS", "Source", "read_sources", "png_text_chunks", "positive_prompt"]
+from .inputs import (
+    PNG_SIGNATURE,
+    InputError,
+    Source,
+    escape_controls,
+    looks_like_path,
+    max_input_bytes,
+    png_text_chunks,
+    positive_prompt,
+    read_input,
+)
+
+__all__ = [
+    "main", "build_parser", "SUBCOMMANDS", "Source", "InputError", "read_sources", "png_text_chunks",
+    "positive_prompt", "PNG_SIGNATURE",
+]
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
-
-
-class InputError(Exception):
-    """An input that cannot be read (missing file, not UTF-8, PNG without parameters): exit 2."""
 
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
 
 
-@dataclass(frozen=True)
-class Source:
-    """One prompt to work on: where it came from (for messages) and its text."""
-
-    label: str
-    text: str
-
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def png_text_chunks(data: bytes) -> dict[str, str]:
-    """The ``tEXt``, ``zTXt`` and ``iTXt`` chunks of a PNG, keyword -> text (first one wins).
-
-    A small reader of the chunk layout (PNG spec, section 5): length, type, data, CRC. CRCs are not
-    checked; a truncated file raises :class:`InputError`.
-    """
-    if not data.startswith(PNG_SIGNATURE):
-        raise InputError("not a PNG file")
-    out: dict[str, str] = {}
-    pos = len(PNG_SIGNATURE)
-    try:
-        while pos + 8 <= len(data):
-            length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-            body = data[pos + 8:pos + 8 + length]
-            if len(body) < length:
-                raise InputError("truncated PNG chunk")
-            pos += 12 + length
-            if kind == b"IEND":
-                break
-            if kind not in (b"tEXt", b"zTXt", b"iTXt"):
-                continue
-            key, _, rest = body.partition(b"\0")
-            if kind == b"tEXt":
-                value = rest.decode("latin-1")
-            elif kind == b"zTXt":  # compression method byte, then zlib data
-                value = zlib.decompress(rest[1:]).decode("latin-1")
-            else:  # iTXt: compression flag, method, language\0, translated keyword\0, text
-                compressed, rest = rest[0], rest[2:]
-                _, _, rest = rest.partition(b"\0")
-                _, _, text = rest.partition(b"\0")
-                value = (zlib.decompress(text) if compressed else text).decode("utf-8")
-            out.setdefault(key.decode("latin-1"), value)
-    except (zlib.error, UnicodeDecodeError, IndexError, struct.error) as exc:
-        raise InputError(f"damaged PNG text chunk ({exc})") from None
-    return out
-
-
-def positive_prompt(parameters: str) -> str:
-    """The positive prompt of A1111's ``parameters`` text: the lines before the one starting with
-    ``Negative prompt:``, or (no negative prompt) before the last line starting with ``Steps:``.
-    A prefix of ``parameters``, so offsets into it are offsets into the chunk text."""
-    lines = parameters.split("\n")
-    starts, offset = [], 0
-    for line in lines:
-        starts.append(offset)
-        offset += len(line) + 1
-    cut = next((s for s, line in zip(starts, lines) if line.startswith("Negative prompt:")), None)
-    if cut is None:
-        cut = next((s for s, line in zip(reversed(starts), reversed(lines)) if line.startswith("Steps:")), None)
-    return parameters if cut is None else parameters[:cut].rstrip("\r\n")
-
-
-def _read_file(path: str) -> Source:
-    if path == "-":
-        return Source("<stdin>", sys.stdin.read())
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror or exc}") from None
-    if data.startswith(PNG_SIGNATURE):
-        try:
-            parameters = png_text_chunks(data)["parameters"]
-        except InputError as exc:
-            raise InputError(f"{path}: {exc}") from None
-        except KeyError:
-            raise InputError(f"{path}: PNG without an A1111 'parameters' text chunk") from None
-        return Source(path, positive_prompt(parameters))
-    try:
-        return Source(path, data.decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text (nor a PNG)") from None
-
-
 def read_sources(args: argparse.Namespace) -> list[Source]:
-    """The prompts named on the command line: arguments, then files; stdin when there are none."""
-    sources = [Source(f"<arg{i}>", text) for i, text in enumerate(args.prompts, 1)]
-    sources += [_read_file(path) for path in args.files]
-    if not sources:
+    """The prompts named on the command line: positional inputs, then ``-c`` texts, then ``-f``
+    files; stdin when there are none. A positional argument is a file when it names one, stdin
+    when it is ``-``, and prompt text otherwise -- unless it looks like a file name (no spaces, a
+    ``/`` or a suffix such as ``.txt``): a missing file is an error, never linted as text."""
+    import shlex
+
+    limit = max_input_bytes(getattr(args, "max_input_size", None))
+    sources: list[Source] = []
+    inline = 0
+
+    def text(value: str) -> None:
+        nonlocal inline
+        inline += 1
+        sources.append(Source(f"<arg{inline}>", value, inline=True))
+
+    for arg in args.inputs:
+        if arg == "-" or os.path.isfile(arg):
+            sources.extend(read_input(arg, limit=limit))
+        elif os.path.isdir(arg):
+            raise InputError(f"{arg}: is a folder; give the files in it (e.g. {arg.rstrip('/')}/*.txt)")
+        elif looks_like_path(arg):
+            raise InputError(f"{arg}: no such file (to check it as prompt text, use -c {shlex.quote(arg)})")
+        else:
+            text(arg)
+    for value in args.texts:
+        text(value)
+    for path in args.files:
+        sources.extend(read_input(path, limit=limit))
+    if not (args.inputs or args.texts or args.files):
         if sys.stdin is None or sys.stdin.isatty():
-            raise InputError("nothing to read: give a PROMPT, -f FILE, or pipe a prompt on stdin")
-        sources.append(Source("<stdin>", sys.stdin.read()))
+            raise InputError("nothing to read: give a PROMPT, a FILE, -c TEXT, or pipe prompts on stdin")
+        sources.extend(read_input("-", limit=limit))
     return sources
 
 
 def _add_inputs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompts", nargs="*", metavar="PROMPT",
-                        help="a prompt (quote it; put '--' before a prompt that starts with '-')")
+    parser.add_argument("inputs", nargs="*", metavar="PROMPT_OR_FILE",
+                        help="a prompt file, an A1111 PNG/JPEG/WebP, '-' for stdin, or prompt text "
+                        "(quote it; put '--' before text that starts with '-')")
+    parser.add_argument("-c", "--text", dest="texts", action="append", default=[], metavar="TEXT",
+                        help="a prompt given as text, never read as a file name (repeatable)")
     parser.add_argument("-f", "--file", dest="files", action="append", default=[], metavar="FILE",
-                        help="read one prompt from FILE: text, or a PNG written by A1111; '-' is stdin (repeatable)")
+                        help="a file to read, even if its name looks like text; '-' is stdin (repeatable)")
+    parser.add_argument("--max-input-size", metavar="SIZE", default=None,
+                        help="most bytes read from one file, stdin or compressed text chunk, e.g. 64M "
+                        "(default: $NEUTRAL_LANG_MAX_INPUT or 32M)")
 
 
-def _parse_error_text(label: str, err) -> str:
-    out = f"{label}:{err.line}:{err.column}: {err.label}\n{_indent(err.excerpt)}"
-    return out + (f"\n    hint: {err.hint}" if err.hint else "")
+def _where(source: Source, pos: int) -> str:
+    line, column = source.position(pos)
+    return f"{escape_controls(source.label, keep_newlines=False)}:{line}:{column}"
+
+
+def _parse_error_text(source: Source, err) -> str:
+    from .inputs import caret_excerpt
+
+    out = f"{_where(source, err.pos)}: {escape_controls(err.label)}\n{_indent(caret_excerpt(source, err.pos, err.end))}"
+    return out + (f"\n    hint: {escape_controls(err.hint)}" if err.hint else "")
 
 
 def _indent(block: str) -> str:
     return "\n".join("    " + line for line in block.split("\n"))
+
+
+def _name(source: Source) -> str:
+    """How ``fmt --check`` names a prompt: an argument by its label, a file's prompt by its line."""
+    label = escape_controls(source.label, keep_newlines=False)
+    return label if source.inline else f"{label}:{source.first_line}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,7 +132,8 @@ def _indent(block: str) -> str:
 
 def add_lint(sub) -> None:
     p = sub.add_parser("lint", help="report what the original extension would silently do with a prompt",
-                       description="Lint prompts. Rules and codes: docs/rules/README.md.")
+                       description="Lint prompts. Each code (NP001 ...) has a page in the documentation's "
+                       "lint rules; `neutral-lang lint --select ALL` runs every rule.")
     _add_inputs(p)
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     p.add_argument("--select", action="append", default=[], metavar="CODES",
@@ -172,7 +145,6 @@ def add_lint(sub) -> None:
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    from .errors import caret_excerpt, line_col
     from .linter import lint, resolve
 
     select = ",".join(args.select) or None
@@ -189,26 +161,22 @@ def cmd_lint(args: argparse.Namespace) -> int:
     if args.format == "json":
         import json
 
+        from .inputs import escape_json
+
         records = []
         for source, d in found:
-            line, column = line_col(source.text, d.span.start)
-            end_line, end_column = line_col(source.text, d.span.end)
+            line, column = source.position(d.span.start)
+            end_line, end_column = source.position(d.span.end)
             records.append({
                 "file": source.label, "code": d.code, "name": d.name, "severity": d.severity,
                 "message": d.message, "hint": d.hint, "fix": d.fix,
                 "start": d.span.start, "end": d.span.end, "line": line, "column": column,
                 "end_line": end_line, "end_column": end_column,
             })
-        print(json.dumps(records, indent=2, ensure_ascii=False))
+        print(escape_json(json.dumps(records, indent=2, ensure_ascii=False)))
     else:
         for source, d in found:
-            line, column = line_col(source.text, d.span.start)
-            print(f"{source.label}:{line}:{column}: {d.code} {d.message}")
-            print(_indent(caret_excerpt(source.text, d.span.start, d.span.end)))
-            if d.hint:
-                print(f"    hint: {d.hint}")
-            if d.fix is not None:
-                print(f"    fix: replace with {d.fix!r}" if d.fix else "    fix: delete it")
+            print(diagnostic_text(source, d))
         problems = counts["error"] + counts["warning"]
         noun = "prompt" if len(sources) == 1 else "prompts"
         if found:
@@ -219,6 +187,20 @@ def cmd_lint(args: argparse.Namespace) -> int:
     if any(d.code == "NP001" for _, d in found):
         return EXIT_ERROR
     return EXIT_PROBLEMS if counts["error"] or counts["warning"] else EXIT_OK
+
+
+def diagnostic_text(source: Source, d) -> str:
+    """One diagnostic as ``file:line:col: CODE message``, the caret excerpt, hint and fix lines;
+    control characters escaped. Costs the same wherever in a long text the diagnostic is."""
+    from .inputs import caret_excerpt
+
+    lines = [f"{_where(source, d.span.start)}: {d.code} {escape_controls(d.message)}",
+             _indent(caret_excerpt(source, d.span.start, d.span.end))]
+    if d.hint:
+        lines.append(f"    hint: {escape_controls(d.hint)}")
+    if d.fix is not None:
+        lines.append(f"    fix: replace with {escape_controls(repr(d.fix))}" if d.fix else "    fix: delete it")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,21 +222,21 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     from .formatter import format
 
     status = EXIT_OK
+    # Canonical prompts are data (redirected into files): escaped only when shown on a terminal.
+    shown = escape_controls if sys.stdout.isatty() else (lambda text: text)
     for source in read_sources(args):
         try:
             canonical = format(source.text)
         except ParseError as err:
-            print(_parse_error_text(source.label, err), file=sys.stderr)
+            print(_parse_error_text(source, err), file=sys.stderr)
             status = EXIT_PROBLEMS
             continue
         if args.check:
-            # A file's final newline is not part of its prompt.
-            text = source.text[:-1] if source.text.endswith("\n") else source.text
-            if text != canonical:
-                print(f"would reformat {source.label}")
+            if source.text != canonical:
+                print(f"would reformat {_name(source)}")
                 status = EXIT_PROBLEMS
         else:
-            print(canonical)
+            print(shown(canonical))
     return status
 
 
@@ -270,14 +252,16 @@ def add_explain(sub) -> None:
     p.set_defaults(handler=cmd_explain)
 
 
-def tree_text(prompt, text: str) -> str:
-    """An indented view of the AST: one line per part, its keyword, body, weight and position."""
+def tree_text(prompt, text: str | Source) -> str:
+    """An indented view of the AST: one line per part, its keyword, body, weight and position
+    (in the file, for a :class:`Source`); control characters escaped."""
     import json
 
     from .ast import Group, iter_parts
-    from .errors import line_col
     from .formatter import format_number
     from .linter.scan import prompts
+
+    source = text if isinstance(text, Source) else Source("", text)
 
     first = {id(p.parts[0]) for _, p in prompts(prompt)}
     lines = []
@@ -290,8 +274,8 @@ def tree_text(prompt, text: str) -> str:
             kw += "(" + ", ".join(f"{o.name}={o.text}" for o in part.options) + ")"
         body = "[group]" if isinstance(part.body, Group) else json.dumps(part.body.text, ensure_ascii=False)
         weight = "" if part.weight_span is None else f" :{format_number(part.weight)}"
-        line, col = line_col(text, part.span.start if part.keyword_span is None else part.keyword_span.start)
-        lines.append(f"{'  ' * (depth + 1)}{kw} {body}{weight}  @{line}:{col}")
+        line, col = source.position(part.span.start if part.keyword_span is None else part.keyword_span.start)
+        lines.append(f"{'  ' * (depth + 1)}{kw} {escape_controls(body)}{weight}  @{line}:{col}")
     return "\n".join(lines)
 
 
@@ -308,16 +292,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
         try:
             prompt = parse(source.text)
         except ParseError as err:
-            print(_parse_error_text(source.label, err), file=sys.stderr)
+            print(_parse_error_text(source, err), file=sys.stderr)
             status = EXIT_PROBLEMS
             continue
-        print(f"{source.label}")
+        print(_name(source))
         print("tree:")
-        print(tree_text(prompt, source.text))
+        print(tree_text(prompt, source))
         try:
             plan = _compiled_explanation(source.text)
         except ParseError as err:  # what the compiler rejects beyond the parser (an option it cannot use)
-            print(_parse_error_text(source.label, err), file=sys.stderr)
+            print(_parse_error_text(source, err), file=sys.stderr)
             status = EXIT_PROBLEMS
             continue
         if plan is None:  # no compiler in this build: the cost as the AST gives it
@@ -325,7 +309,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(f"cost: {len(texts) + 1} model evaluations per step "
                   f"({len(texts)} unique text{'s' if len(texts) != 1 else ''} + 1 unconditional), before optimisation")
         else:
-            print(plan.rstrip("\n"))
+            print(escape_controls(plan.rstrip("\n")))
     return status
 
 
@@ -353,24 +337,52 @@ def _compiled_explanation(text: str) -> str | None:
 
 #: One function per subcommand, each adding its parser to the subparsers and setting
 #: ``handler=cmd_<name>`` (a function ``argparse.Namespace -> int``, the exit code). To add a
-#: subcommand (``run``, ``demo``), write ``add_<name>(sub)`` and ``cmd_<name>(args)`` -- importing
-#: torch or diffusers inside ``cmd_<name>``, never at module level -- and append ``add_<name>`` here.
-def add_run(sub) -> None:
-    p = sub.add_parser("run", help="generate an image with a diffusers pipeline",
-                       description="Compile a prompt and run it on a Stable Diffusion / SDXL checkpoint.")
-    p.add_argument("prompt", help="the Neutral Prompt")
+#: subcommand, write ``add_<name>(sub)`` and ``cmd_<name>(args)`` -- importing torch or diffusers
+#: inside ``cmd_<name>``, never at module level -- and append ``add_<name>`` to ``SUBCOMMANDS``.
+
+_RUN_DEFAULTS = {"steps": 30, "seed": 0, "cfg_scale": 7.0, "cfg_rescale": 0.0}
+
+
+def _add_generation(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``run`` and ``grid``: the model, the settings of each image, the device."""
     p.add_argument("--model", required=True, metavar="PATH_OR_ID",
-                   help="a diffusers model folder, or a hub id already in the local cache")
-    p.add_argument("--negative", default="", help="negative prompt (A1111 syntax)")
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", default=None, metavar="W[xH]", help="image size, e.g. 512 or 832x1216")
-    p.add_argument("--guidance-scale", type=float, default=7.0)
-    p.add_argument("--cfg-rescale", type=float, default=0.0, help="CFG rescale factor in [0, 1]")
-    p.add_argument("--out", default="image.png", help="output PNG (default: image.png)")
-    p.add_argument("--device", default=None, help="cpu, cuda, mps, ... (default: cuda if available, else cpu)")
+                   help="a diffusers model folder, a single-file .safetensors/.ckpt checkpoint, "
+                   "or a hub id already in the local cache")
+    p.add_argument("--config", metavar="FOLDER_OR_ID", default=None,
+                   help="for a single-file checkpoint: the diffusers model whose configuration it uses")
+    p.add_argument("--negative", default=None, metavar="TEXT",
+                   help="negative prompt (A1111 syntax); default: none (an empty one is none too)")
+    p.add_argument("--steps", type=int, default=None, help=f"denoising steps (default: {_RUN_DEFAULTS['steps']})")
+    p.add_argument("--seed", type=int, default=None, help=f"seed (default: {_RUN_DEFAULTS['seed']})")
+    p.add_argument("--size", default=None, metavar="W[xH]",
+                   help="image size in pixels, multiples of 8, e.g. 512 or 832x1216 (default: the model's)")
+    p.add_argument("--guidance-scale", "--cfg-scale", dest="cfg_scale", type=float, default=None,
+                   help=f"CFG scale (default: {_RUN_DEFAULTS['cfg_scale']:g})")
+    p.add_argument("--cfg-rescale", type=float, default=None,
+                   help="CFG rescale phi in [0, 1], as the original extension's (default: 0, off)")
+    p.add_argument("--sampler", dest="sampler_name", default=None, metavar="NAME",
+                   help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M Karras' (default: the model's scheduler)")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:1, mps (default: cuda if available, else cpu; "
+                   "under accelerate launch: each process's own)")
     p.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
                    help="default: float16 on cuda, float32 elsewhere")
+
+
+def add_run(sub) -> None:
+    p = sub.add_parser(
+        "run", help="generate images with a diffusers pipeline",
+        description="Compile each prompt and run it on a Stable Diffusion / SDXL checkpoint; every PNG "
+        "carries A1111 infotext. A prompt file gives one image per prompt; its per-line options "
+        "(--steps 20 ...) override the command line's. With accelerate launch, the images are split "
+        "across the processes.")
+    _add_inputs(p)
+    p.add_argument("--from", dest="from_images", action="append", default=[], metavar="IMAGE",
+                   help="regenerate an image from its A1111 infotext (prompt, negative prompt, steps, "
+                   "sampler, CFG scale, seed, size, CFG Rescale phi); options given here override it")
+    _add_generation(p)
+    p.add_argument("--out", default="image.png",
+                   help="output PNG; with several images, NAME-0001.png, NAME-0002.png, ... (default: image.png)")
     p.set_defaults(handler=cmd_run)
 
 
@@ -385,36 +397,226 @@ def _size(text: str | None) -> dict:
     return {"width": width, "height": height}
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _flags(args: argparse.Namespace) -> dict:
+    """The generation settings given on the command line (``None``: not given)."""
+    flags = {name: getattr(args, name) for name in ("steps", "seed", "cfg_scale", "cfg_rescale", "sampler_name")}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    flags.update(_size(args.size))
+    if args.negative is not None:
+        flags["negative_prompt"] = args.negative or None
+    return flags
+
+
+def _jobs(args: argparse.Namespace, sources: list[Source]) -> list:
+    """One job per prompt. Precedence: a prompt file line's options over the command line's, the
+    command line's over an image's infotext, and that over the defaults."""
+    from .generate import Job, Settings, refuse_unsupported, settings_from
+
+    flags = _flags(args)
+    jobs = []
+    for source in sources:
+        label = escape_controls(source.label, keep_newlines=False)
+        where = label if source.inline else f"{label}:{source.first_line}"
+        options = dict(_RUN_DEFAULTS)
+        if source.parameters is not None:  # an image: its infotext is the base
+            from .infotext import parse
+
+            options.update(source.options)
+            options.update(refuse_unsupported(parse(source.parameters).extra, label))
+            options.update(flags)
+        else:
+            options.update(flags)
+            options.update(source.options)
+        settings = settings_from(options, Settings(), label=where)
+        jobs.append(Job(len(jobs), source.text, settings, where))
+    return jobs
+
+
+def _compile_and_warn(jobs: list, sources: list[Source], *, show: bool = True) -> int:
+    """Compile every prompt before any model is loaded; print its lint warnings (stderr, once per
+    distinct prompt, when ``show``). Returns 1 when a prompt does not parse, else 0."""
     from . import ParseError, compile
 
+    status = EXIT_OK
+    seen: set[str] = set()
+    for job, source in zip(jobs, sources):
+        if job.prompt in seen:
+            continue
+        seen.add(job.prompt)
+        try:
+            program = compile(job.prompt, cfg_rescale=float(job.settings.cfg_rescale))
+        except ParseError as err:
+            print(_parse_error_text(source, err), file=sys.stderr)
+            status = EXIT_PROBLEMS
+            continue
+        except ValueError as err:
+            raise InputError(f"{job.label}: {err}") from None
+        for d in program.diagnostics if show else ():
+            if d.severity != "info":
+                print(diagnostic_text(source, d), file=sys.stderr)
+    return status
+
+
+def _prepare(args: argparse.Namespace, jobs: list, sources: list[Source], out_paths: list[str]):
+    """Checks, warnings, processes and the pipeline; ``None`` when a prompt does not parse."""
+    from .generate import check, check_device, load, model_kind, processes
+
+    check(jobs, device=args.device, out_paths=out_paths)
+    model_kind(args.model)  # a missing local path is answered now, not after importing diffusers
+    procs = processes(args.device)
+    if _compile_and_warn(jobs, sources, show=procs.is_main):
+        return None
+    device = args.device or procs.device
+    if device is None:
+        torch = _import_torch()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(device)
+    _quiet_libraries()
+    pipe = load(args.model, device=device, dtype_name=args.dtype, config=args.config)
+    return procs, device, pipe
+
+
+def _import_torch():
+    from .generate import _torch
+
+    return _torch()
+
+
+def _quiet_libraries() -> None:
     try:
-        program = compile(args.prompt, cfg_rescale=args.cfg_rescale)
-    except ParseError as err:
-        print(f"<prompt>:{err.line}:{err.column}: {err.label}\n{_indent(err.excerpt)}", file=sys.stderr)
-        if err.hint:
-            print(f"  hint: {err.hint}", file=sys.stderr)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    except ModuleNotFoundError:
+        pass
+
+
+def _numbered(out: str, n: int, count: int) -> str:
+    if count == 1:
+        return out
+    stem, ext = os.path.splitext(out)
+    return f"{stem}-{n + 1:04d}{ext or '.png'}"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .inputs import read_input
+
+    sources = read_sources(args) if (args.inputs or args.texts or args.files or not args.from_images) else []
+    limit = max_input_bytes(args.max_input_size)
+    for image in args.from_images:
+        found = read_input(image, limit=limit)
+        if len(found) != 1 or found[0].parameters is None:
+            raise InputError(f"--from {image}: not an image with A1111 parameters (PNG, JPEG or WebP)")
+        sources.extend(found)
+    if not sources:
+        raise InputError("no prompt to run (the inputs hold no prompt)")
+    jobs = _jobs(args, sources)
+    outs = [_numbered(args.out, job.index, len(jobs)) for job in jobs]
+    prepared = _prepare(args, jobs, sources, outs)
+    if prepared is None:
         return EXIT_PROBLEMS
-    except ValueError as err:
-        raise InputError(str(err)) from None
-    size = _size(args.size)
+    procs, device, pipe = prepared
+    from .generate import generate, infotext_of
+    from .infotext import save_png
 
-    import torch
+    def save(job, image) -> None:
+        save_png(image, outs[job.index], infotext_of(job, image, pipe=pipe, model=args.model))
+        print(f"wrote {outs[job.index]}", flush=True)
 
-    from .backends.diffusers import ModelLoadError, load_pipeline
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, args.dtype or ("float16" if device == "cuda" else "float32"))
-    try:
-        pipe = load_pipeline(args.model, device=device, dtype=dtype)
-    except ModelLoadError as err:
-        raise InputError(str(err)) from None
-    generator = torch.Generator(device).manual_seed(args.seed)
-    result = program.run(pipe, negative_prompt=args.negative, num_inference_steps=args.steps,
-                         guidance_scale=args.guidance_scale, generator=generator, **size)
-    result.images[0].save(args.out)
-    print(f"wrote {args.out}")
+    generate(pipe, procs.share(jobs), device=device, on_image=save)
+    procs.wait()
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# grid
+
+
+def add_grid(sub) -> None:
+    p = sub.add_parser(
+        "grid", help="sweep a part's weight, an option, the CFG scale, seeds or steps into one labelled PNG",
+        description="A1111 X/Y plot for Neutral Prompt: one image per combination of the axis values, "
+        "drawn as one labelled PNG grid with infotext. Axes: seed=1-4, steps=10-30 (+10), cfg=3,7, "
+        "weight:N=0-1 [5] (part N, numbered as explain lists them), k:N=..., start:N=..., end:N=..., "
+        "sr=SEARCH,REPLACE1,... (Prompt S/R). Ranges: a-b (whole steps), a-b [count], a-b (+step).")
+    _add_inputs(p)
+    p.add_argument("--x", dest="x_axis", default=None, metavar="AXIS", help="the columns, e.g. 'weight:2=0-1 [5]'")
+    p.add_argument("--y", dest="y_axis", default=None, metavar="AXIS", help="the rows, e.g. 'seed=1-3'")
+    _add_generation(p)
+    p.add_argument("--out", default="grid.png", help="output PNG (default: grid.png)")
+    p.add_argument("--cells", action="store_true", help="also write each cell as OUT-0001.png, ... with its infotext")
+    p.set_defaults(handler=cmd_grid)
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    from .generate import Job
+    from .grid import apply, draw, parse_axis
+
+    sources = read_sources(args)
+    if len(sources) != 1:
+        raise InputError(f"grid sweeps one prompt; the inputs hold {len(sources)}")
+    axes = [parse_axis(a) if a else None for a in (args.x_axis, args.y_axis)]
+    if axes == [None, None]:
+        raise InputError("give at least one axis: --x AXIS and/or --y AXIS (e.g. --x 'seed=1-4')")
+    (base,) = _jobs(args, sources)
+    xs = range(len(axes[0].values)) if axes[0] else [None]
+    ys = range(len(axes[1].values)) if axes[1] else [None]
+    jobs = []
+    for y in ys:
+        for x in xs:
+            prompt, settings = base.prompt, base.settings
+            for axis, i in ((axes[0], x), (axes[1], y)):
+                if axis is not None:
+                    prompt, settings = apply(axis, i, prompt, settings)
+            jobs.append(Job(len(jobs), prompt, settings, base.label))
+    cell_paths = [_numbered(args.out, job.index, len(jobs)) for job in jobs] if args.cells else []
+    cell_sources = [Source(sources[0].label, job.prompt, sources[0].origins, inline=sources[0].inline) for job in jobs]
+    prepared = _prepare(args, jobs, cell_sources, [args.out, *cell_paths])
+    if prepared is None:
+        return EXIT_PROBLEMS
+    procs, device, pipe = prepared
+    import io
+
+    from tqdm.auto import tqdm
+
+    from .generate import generate, infotext_of
+    from .infotext import save_png
+
+    pipe.set_progress_bar_config(disable=True)  # one bar for the grid's images, not one per image
+    mine = procs.share(jobs)
+    made: list[tuple[int, bytes, str]] = []
+
+    def keep(job, image) -> None:
+        text = infotext_of(job, image, pipe=pipe, model=args.model)
+        if args.cells:
+            save_png(image, cell_paths[job.index], text)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        made.append((job.index, buffer.getvalue(), text))
+
+    with tqdm(total=len(mine), desc=f"grid {procs.index + 1}/{procs.count}" if procs.count > 1 else "grid",
+              unit="image", file=sys.stderr, disable=False) as bar:
+        generate(pipe, mine, device=device, on_image=keep, progress=bar)
+    everything = procs.gather(made)
+    if procs.is_main:
+        from PIL import Image
+
+        by_index = {index: (png, text) for index, png, text in everything}
+        images = [Image.open(io.BytesIO(by_index[job.index][0])).convert("RGB") for job in jobs]
+        labels = [[a.label(i) for i in range(len(a.values))] if a else [""] for a in axes]
+        grid = draw(images, labels[0], labels[1])
+        axes_text = "; ".join(f"{name}: {text}" for name, text in (("X", args.x_axis), ("Y", args.y_axis)) if text)
+        first = by_index[jobs[0].index][1]
+        save_png(grid, args.out, first + f", Grid: {_quote_setting(axes_text)}")
+        print(f"wrote {args.out} ({len(xs)}x{len(ys)} images)", flush=True)
+    procs.wait()
+    return EXIT_OK
+
+
+def _quote_setting(text: str) -> str:
+    import json
+
+    return json.dumps(text, ensure_ascii=False)
 
 
 def add_demo(sub) -> None:
@@ -433,10 +635,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         return demo(args)
     except ModelLoadError as err:
-        raise InputError(str(err)) from None
+        raise InputError(str(err).replace("huggingface-cli download", "hf download")) from None
+    except ModuleNotFoundError as exc:
+        if exc.name in ("torch", "diffusers", "transformers", "PIL", "accelerate"):
+            raise InputError(f"demo needs {exc.name}: pip install \"neutral-lang[diffusers]\"") from None
+        raise
 
 
-SUBCOMMANDS: list[Callable] = [add_lint, add_fmt, add_explain, add_run, add_demo]
+SUBCOMMANDS: list[Callable] = [add_lint, add_fmt, add_explain, add_run, add_grid, add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -444,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="neutral-lang",
-        description="Lint, format and explain Neutral Prompt expressions (AND, AND_PERP, AND_SALT, AND_TOPK).",
+        description="Lint, format, explain and run Neutral Prompt expressions (AND, AND_PERP, AND_SALT, AND_TOPK).",
         epilog="exit codes: 0 clean, 1 problems found, 2 usage error or internal error",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -476,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except InputError as exc:
-        print(f"neutral-lang {args.command}: {exc}", file=sys.stderr)
+        print(f"neutral-lang {args.command}: {escape_controls(str(exc), keep_newlines=False)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

@@ -56,6 +56,18 @@ class Program:
         in parts that contribute nothing are left out (no model evaluation for them)."""
         return self.plan.conds
 
+    @property
+    def diagnostics(self) -> tuple:
+        """The linter's findings (:func:`neutral_lang.lint`, default rules) for each distinct text, in
+        order; computed on first use and kept. Spans are offsets into the text they were found in."""
+        found = self.__dict__.get("_diagnostics")
+        if found is None:
+            from .linter import lint
+
+            found = tuple(d for text in dict.fromkeys(self.texts) for d in lint(text))
+            object.__setattr__(self, "_diagnostics", found)
+        return found
+
     def guide(
         self,
         uncond: Any,
