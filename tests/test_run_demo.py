@@ -39,7 +39,7 @@ def test_run_reports_a_missing_model_without_a_traceback(tmp_path):
         capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""},
     )
     assert proc.returncode == 2
-    assert "Could not load the model" in proc.stderr
+    assert "no such folder" in proc.stderr  # a missing local path is answered before any loading
     assert "Traceback" not in proc.stderr
 
 
