@@ -38,12 +38,21 @@ pipeline wins, so register specific families before general ones):
     size tells the runner which rows the pipeline sent.
 ``cfg_batching``
     ``"joint"``: the loop calls the denoiser once per step with ``[uncond, cond]`` under CFG, or
-    ``[cond]`` without. (Flux's true CFG calls it once per branch; an adapter for it overrides the
-    runner's step logic, see ``runner._Guidance``.)
+    ``[cond]`` without. ``"per_branch"``: under CFG it calls the denoiser twice per step, the cond
+    batch first, then the uncond batch, and combines ``u + s * (c - u)`` itself (Flux's true CFG);
+    the cond call then evaluates every conditioning of the program, the uncond call the unconds,
+    and ``cfg_scale`` must say whether CFG runs. The pipeline is given negative embeddings only
+    when it does (it runs its uncond branch whenever it has them).
+``cfg_scale(pipe, kwargs, negative_prompt) -> float | None``
+    The CFG scale of this call, asked once before any work: for pipelines that keep it out of
+    ``pipe.guidance_scale`` (PixArt) or decide CFG from more than the scale (Flux: a negative
+    prompt and ``true_cfg_scale > 1``; a scale <= 1 means no CFG). None (the default): the runner
+    reads ``pipe.guidance_scale`` at each step.
 ``text_encoder(pipe, options) -> TextEncoder``
     An object with ``encode(text) -> Conditioning`` (cached per text, independent of other texts)
     and ``zeros() -> Conditioning``. ``options`` is a :class:`TextOptions` (emphasis, clip skip,
-    comma backtrack, text-encoder LoRA scale).
+    comma backtrack, text-encoder LoRA scale, T5's ``max_sequence_length``). A conditioning with a
+    ``mask`` (the text's own attention mask, T5 padding) gives every row of the batch its mask.
 ``zero_uncond(pipe, negative_prompt) -> bool``
     Whether the unconditional input is all zeros instead of the encoded negative prompt (SDXL's
     ``force_zeros_for_empty_prompt`` when ``negative_prompt is None``).
@@ -96,12 +105,14 @@ class UnsupportedFeatureError(ValueError):
 @dataclass(frozen=True)
 class TextOptions:
     """How texts are encoded: A1111's emphasis mode and comma backtrack, diffusers' ``clip_skip``
-    and the text-encoder LoRA scale (``cross_attention_kwargs["scale"]``; None: the loaded scale)."""
+    and the text-encoder LoRA scale (``cross_attention_kwargs["scale"]``; None: the loaded scale),
+    and the pipeline's ``max_sequence_length`` for T5 encoders (None: the pipeline's default)."""
 
     emphasis: str = "original"
     clip_skip: int | None = None
     comma_backtrack: int = 20
     lora_scale: float | None = None
+    max_sequence_length: int | None = None
 
 
 _REGISTRY: list["FamilyAdapter"] = []
@@ -154,7 +165,7 @@ def _short(value: Any) -> str:
 
 #: Modules (relative to this package) that register adapters when imported, in registry order.
 #: A new family adds its module here.
-FAMILY_MODULES: tuple[str, ...] = (".stable_diffusion",)
+FAMILY_MODULES: tuple[str, ...] = (".stable_diffusion", ".stable_diffusion_3", ".flux", ".pixart")
 
 _families_loaded = False
 
@@ -206,6 +217,9 @@ class FamilyAdapter:
         return False
 
     def lora_scale(self, kwargs: dict) -> float | None:
+        return None
+
+    def cfg_scale(self, pipe: Any, kwargs: dict, negative_prompt: Any) -> float | None:
         return None
 
     def pipeline_inputs(self, carrier: Any) -> dict:

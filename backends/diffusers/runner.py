@@ -122,14 +122,20 @@ def run(
         raise ValueError(f"Expected max_batch to be None or an integer >= 1, but got {max_batch!r}.")
     family.check(pipe, kwargs)
     program = _with_rescale(program, kwargs.pop("guidance_rescale", 0.0))
-    options = TextOptions(emphasis, clip_skip, comma_backtrack, family.lora_scale(kwargs))
+    options = TextOptions(
+        emphasis, clip_skip, comma_backtrack, family.lora_scale(kwargs), kwargs.get("max_sequence_length")
+    )
     denoiser = family.denoiser(pipe)
     with _exclusive(denoiser):
         encoder = family.text_encoder(pipe, options)
         guidance = _Guidance(program, pipe, family, encoder, negative_prompt, kwargs, max_batch, trace)
         steps = kwargs.get("num_inference_steps") or _call_default(pipe, "num_inference_steps", 50)
         guidance.encode_variants(int(steps))  # the loop's real length is checked at its first call
-        kwargs.update(family.pipeline_inputs(guidance.carrier()))
+        inputs = family.pipeline_inputs(guidance.carrier())
+        if guidance.branches and not guidance.cfg_scale > 1:
+            # a per-branch pipeline runs its uncond branch whenever it has negative embeddings
+            inputs = {name: value for name, value in inputs.items() if not name.startswith("negative_")}
+        kwargs.update(inputs)
         handles = []
         try:
             handles.append(denoiser.register_forward_pre_hook(guidance.before_denoiser, with_kwargs=True))
@@ -316,6 +322,9 @@ class _Guidance:
                 )
         self.negatives = negatives
         self.zero_uncond = family.zero_uncond(pipe, negative_prompt)
+        self.cfg_scale = family.cfg_scale(pipe, kwargs, negative_prompt)
+        self.branches = family.cfg_batching == "per_branch"
+        self.cond_branch: tuple[torch.Tensor, torch.Tensor] | None = None  # per branch: (cond rows' eps, placeholder)
         self.identity = _is_identity(program)
         # Prompt editing counts steps on the whole trajectory when the pipeline runs part of it
         # (an SDXL base with denoising_end, a refiner with denoising_start).
@@ -369,7 +378,8 @@ class _Guidance:
         length = max(r.hidden.shape[0] for r in rows)
         hidden = torch.stack([extend(r.hidden, length) for r in rows])
         pooled = None if rows[0].pooled is None else torch.stack([r.pooled for r in rows])
-        return Conditioning(hidden, pooled)
+        mask = None if rows[0].mask is None else torch.stack([r.mask for r in rows])
+        return Conditioning(hidden, pooled, mask)
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -378,6 +388,8 @@ class _Guidance:
         return threading.get_ident() == self.thread
 
     def _cfg(self, n_in: int) -> bool:
+        if self.branches:
+            return self.cfg_scale > 1
         cfg = getattr(self.pipe, "do_classifier_free_guidance", None)
         return n_in == 2 * self.batch if cfg is None else bool(cfg)
 
@@ -417,12 +429,16 @@ class _Guidance:
         step = self._begin(n_in, sample)
         plan = step.plan
         guess = side and step.cfg and n_in == self.batch
-        if bound.get("encoder_attention_mask") is not None:
+        rows = slice(plan.n_uncond, None) if guess else None
+        if self.branches and step.cfg:
+            # CFG per branch (the cond call first): the cond call evaluates the conditionings,
+            # the uncond call the unconds.
+            rows = slice(0, plan.n_uncond) if self.cond_branch is not None else slice(plan.n_uncond, None)
+        if bound.get("encoder_attention_mask") is not None and plan.mask is None:
             raise RuntimeError("This pipeline passes an encoder_attention_mask; neutral_lang cannot guide it.")
         source = plan.source[n_in == 2 * self.batch]
         hidden, pooled, mask = plan.hidden, plan.pooled, plan.mask
-        if guess:
-            rows = slice(plan.n_uncond, None)
+        if rows is not None:
             source = plan.source[False][rows]
             hidden = hidden[rows]
             pooled = None if pooled is None else pooled[rows]
@@ -498,7 +514,7 @@ class _Guidance:
                     new[name] = type(value)(next(residuals) for _ in value)
                 elif value is not None:
                     new[name] = next(residuals)
-        chunks = self._chunks(new, text, step.plan.n_uncond)
+        chunks = self._chunks(new, text, 0 if self.branches and step.cfg else step.plan.n_uncond)
         step.rest = chunks[1:]
         step.doubled = n_in == 2 * self.batch
         return (), chunks[0]
@@ -507,11 +523,22 @@ class _Guidance:
         if not self._mine():
             return None
         step = self.step
-        self.step = None
-        self.calls += 1
         eps = self.family.unwrap(output)
         if step.rest:
             eps = torch.cat([eps, *(self.family.unwrap(module.forward(**chunk)) for chunk in step.rest)])
+        placeholder = None
+        if self.branches and step.cfg:
+            if self.cond_branch is None:
+                # The cond branch: its rows wait for the uncond branch, which fills the tensor
+                # returned here with g, so that the pipeline's g + s * (g - g) is g exactly.
+                placeholder = eps.new_empty((self.batch, *eps.shape[1:]))
+                self.cond_branch = (eps, placeholder)
+                return self.family.rewrap(output, placeholder)
+            cond_eps, placeholder = self.cond_branch
+            self.cond_branch = None
+            eps = torch.cat([eps, cond_eps])
+        self.step = None
+        self.calls += 1
         plan, batch = step.plan, self.batch
         if plan.n_uncond == 0:
             guided = eps if plan.conds is None else eps.index_select(0, plan.conds[0][1])
@@ -524,7 +551,9 @@ class _Guidance:
                     c = eps.new_zeros(eps[:batch].shape)  # items that do not use it: never read
                     c[items] = eps[rows]
                     conds.append(c)
-            scale = float(self.pipe.guidance_scale) if step.cfg else 1.0
+            scale = 1.0
+            if step.cfg:
+                scale = self.cfg_scale if self.cfg_scale is not None else float(self.pipe.guidance_scale)
             guided = self.program.guide(
                 eps[:batch],
                 conds,
@@ -534,6 +563,8 @@ class _Guidance:
                 state=self.state,
                 trace=self.trace,
             )
+        if placeholder is not None:
+            placeholder.copy_(guided)
         if step.doubled:
             guided = torch.cat([guided, guided])
         return self.family.rewrap(output, guided)
@@ -603,8 +634,10 @@ class _Guidance:
                 lengths = torch.tensor([h.shape[0] for h in hidden])
                 hidden = [torch.cat([h, h.new_zeros(length - h.shape[0], h.shape[1])]) for h in hidden]
                 mask = (torch.arange(length)[None, :] < lengths[:, None]).to(device)
-        pooled = None
         first = (unconds or [c for _, c in rows])[0]
+        if first.mask is not None:  # the texts' own attention masks (T5 padding), all of one length
+            mask = torch.stack([u.mask for u in unconds] + [c.mask for _, c in rows]).to(device)
+        pooled = None
         if first.pooled is not None:
             pooled = torch.stack([u.pooled for u in unconds] + [c.pooled for _, c in rows]).to(device, dtype)
         # The input row each sample reads: an uncond from the pipeline's uncond half (rows

@@ -75,10 +75,13 @@ class Conditioning:
     """A leaf text, encoded: ``hidden`` is ``[n_chunks * model_max_length, D]``.
 
     ``pooled`` is ``[D_pooled]`` for pipelines with added text embeddings (SDXL), else None.
+    ``mask`` is ``[L]`` (bool, True = attend) for encoders whose padding the denoiser must not
+    attend to (T5 in PixArt-Sigma), else None.
     """
 
     hidden: torch.Tensor
     pooled: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
 
 
 def chunk_tokens(

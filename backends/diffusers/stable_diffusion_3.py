@@ -1,0 +1,90 @@
+"""Family adapter for Stable Diffusion 3 and 3.5: an MMDiT transformer, CLIP-L + CLIP-G + T5.
+
+The pipeline calls ``pipe.transformer`` once per step with ``[uncond, cond]`` under CFG
+(``guidance_scale > 1``) or ``[cond]`` without, so the runner's joint batching applies unchanged.
+The text reaches the transformer as ``encoder_hidden_states`` (CLIP hidden states then T5's, one
+sequence, see :class:`.t5_encoding.SD3TextEncoder`) and ``pooled_projections`` (the two CLIP
+projections). The transformer takes no text attention mask.
+
+Refused before any work: skip-layer guidance (``skip_guidance_layers``: a third transformer call
+per step on the cond batch alone, which the program's one batch cannot stand in for), and a
+``callback_on_step_end`` that asks for the prompt embeddings (placeholders under a program).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .adapters import FamilyAdapter, TextOptions, UnsupportedFeatureError, _call_default, register
+
+__all__ = ["StableDiffusion3Adapter", "refuse_prompt_callbacks"]
+
+
+def refuse_prompt_callbacks(kwargs: dict, names: set[str]) -> None:
+    """Refuse a ``callback_on_step_end`` that asks for any of the prompt tensors ``names``."""
+    asked = set(kwargs.get("callback_on_step_end_tensor_inputs") or ())
+    if kwargs.get("callback_on_step_end") is not None and asked & names:
+        raise UnsupportedFeatureError(
+            f"callback_on_step_end_tensor_inputs asks for {sorted(asked & names)}: under a compiled "
+            "program those are placeholders (the program sets the text inputs at every step), so a "
+            "callback cannot read or change the prompt through them. Ask for 'latents' only."
+        )
+
+
+@register
+class StableDiffusion3Adapter(FamilyAdapter):
+    """SD3 / SD3.5 (Medium, Large, Large Turbo): txt2img, img2img, inpaint."""
+
+    name = "Stable Diffusion 3/3.5"
+    pipelines = (
+        "StableDiffusion3Pipeline",
+        "StableDiffusion3Img2ImgPipeline",
+        "StableDiffusion3InpaintPipeline",
+    )
+    sample_input = "hidden_states"
+    supports_mask = False
+    prompt_inputs = (
+        "prompt",
+        "prompt_2",
+        "prompt_3",
+        "negative_prompt_2",
+        "negative_prompt_3",
+        "prompt_embeds",
+        "negative_prompt_embeds",
+        "pooled_prompt_embeds",
+        "negative_pooled_prompt_embeds",
+    )
+
+    def check(self, pipe: Any, kwargs: dict) -> None:
+        if kwargs.get("skip_guidance_layers"):
+            raise UnsupportedFeatureError(
+                "skip_guidance_layers (skip-layer guidance) adds a third transformer call per step that "
+                "a compiled program cannot stand in for; leave it unset (None)."
+            )
+        refuse_prompt_callbacks(kwargs, {"prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+                                         "negative_pooled_prompt_embeds"})
+
+    def denoiser(self, pipe: Any) -> Any:
+        return pipe.transformer
+
+    def text_encoder(self, pipe: Any, options: TextOptions) -> Any:
+        from .t5_encoding import SD3TextEncoder
+
+        length = options.max_sequence_length or _call_default(pipe, "max_sequence_length", 256)
+        return SD3TextEncoder(pipe, options, length)
+
+    def lora_scale(self, kwargs: dict) -> float | None:
+        scale = (kwargs.get("joint_attention_kwargs") or {}).get("scale")
+        return None if scale is None else float(scale)
+
+    def pipeline_inputs(self, carrier: Any) -> dict:
+        return {
+            "prompt_embeds": carrier.hidden,
+            "negative_prompt_embeds": carrier.hidden,
+            "pooled_prompt_embeds": carrier.pooled,
+            "negative_pooled_prompt_embeds": carrier.pooled,
+        }
+
+    def set_text(self, kwargs: dict, hidden: Any, pooled: Any, mask: Any) -> None:
+        kwargs["encoder_hidden_states"] = hidden
+        kwargs["pooled_projections"] = pooled

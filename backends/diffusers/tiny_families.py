@@ -1,0 +1,285 @@
+"""Tiny random-weight transformer pipelines, built offline: SD3, Flux.1, PixArt-Sigma, AuraFlow.
+
+The companions of :mod:`.tiny` for the families whose denoiser is a transformer and whose text
+encoders include T5. Every component comes from a small config with a fixed seed, so two calls
+build identical pipelines and nothing is downloaded; a pipeline builds in well under a second and
+runs two steps at 32x32 pixels in tens of milliseconds on one CPU core. Random weights: they
+exercise the machinery, they draw nothing.
+
+The T5 tokenizer is a real `T5Tokenizer` (a sentencepiece-style Unigram model with the `"▁"`
+word-start marker, `</s>` closing every sequence, `<pad>` = 0) over a small vocabulary: the
+words of :data:`.tiny.WORDS` are whole pieces, everything else is spelled one character at a
+time, so `"a castle, glasses"` is `▁a ▁castle , ▁glasses </s>`. The CLIP tokenizers are
+:func:`.tiny.make_tokenizer`'s.
+"""
+
+from __future__ import annotations
+
+import string
+
+import torch
+from diffusers import (
+    AuraFlowPipeline,
+    AuraFlowTransformer2DModel,
+    AutoencoderKL,
+    DDIMScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
+    PixArtSigmaPipeline,
+    PixArtTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
+)
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    T5Config,
+    T5EncoderModel,
+    T5Tokenizer,
+    UMT5Config,
+    UMT5EncoderModel,
+)
+
+from .tiny import IMAGE_SIZE, TEXT_HIDDEN, WORDS, make_tokenizer
+
+__all__ = [
+    "make_t5_tokenizer",
+    "sd3_components",
+    "sd3_pipeline",
+    "flux_components",
+    "flux_pipeline",
+    "pixart_sigma_components",
+    "pixart_sigma_pipeline",
+    "auraflow_components",
+    "auraflow_pipeline",
+]
+
+T5_HIDDEN = 32  # d_model of the tiny T5 encoders (SD3's is 2 * TEXT_HIDDEN, see sd3_components)
+_CHARACTERS = string.ascii_letters + string.digits + string.punctuation
+
+
+def make_t5_tokenizer() -> T5Tokenizer:
+    """A T5 tokenizer: ids 0-2 are `<pad>`, `</s>`, `<unk>`, then `"▁"`, `"▁" + word` for each of
+    `WORDS`, then each character with and without the word-start marker.
+
+    Unigram scores make a whole word (-1) beat its spelling (-5 per character), as in a trained
+    sentencepiece model. No sentinel (`<extra_id_*>`) tokens.
+    """
+    pieces = {"<pad>": 0.0, "</s>": 0.0, "<unk>": 0.0, "▁": -2.0}
+    for word in WORDS:
+        pieces.setdefault("▁" + word, -1.0)
+    for character in _CHARACTERS:
+        pieces.setdefault("▁" + character, -5.0)
+        pieces.setdefault(character, -5.0)
+    tokenizer = T5Tokenizer(vocab=list(pieces.items()), extra_ids=0)
+    tokenizer.model_max_length = 512
+    return tokenizer
+
+
+def _clip_config(tokenizer, *, layers: int = 2) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_HIDDEN,
+        intermediate_size=37,
+        projection_dim=TEXT_HIDDEN,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        layer_norm_eps=1e-5,
+        hidden_act="gelu",
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _t5_config(tokenizer, d_model: int, config=T5Config):
+    return config(
+        vocab_size=len(tokenizer),
+        d_model=d_model,
+        d_kv=8,
+        d_ff=37,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        dropout_rate=0.0,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _vae(*, latent_channels: int = 4, **config) -> AutoencoderKL:
+    """A two-level VAE (pixels / 2 = latents)."""
+    return AutoencoderKL(
+        block_out_channels=[4, 8],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        latent_channels=latent_channels,
+        norm_num_groups=2,
+        sample_size=IMAGE_SIZE,
+        **config,
+    ).eval()
+
+
+def _flow_scheduler(**config) -> FlowMatchEulerDiscreteScheduler:
+    return FlowMatchEulerDiscreteScheduler(**config)
+
+
+def sd3_components(*, seed: int = 0, t5: bool = True) -> dict:
+    """Components for `StableDiffusion3Pipeline`: two CLIP encoders with projections and a T5.
+
+    `t5=False` leaves `text_encoder_3`/`tokenizer_3` out, as SD3 users do to save memory (the
+    pipeline then uses zeros for T5's part of the sequence). The CLIP hidden states (2 x 32 wide)
+    are padded to the joint attention width 64, which is T5's `d_model` here.
+    """
+    torch.manual_seed(seed)
+    joint = 2 * TEXT_HIDDEN
+    transformer = SD3Transformer2DModel(
+        sample_size=IMAGE_SIZE // 2,
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=joint,
+        pooled_projection_dim=2 * TEXT_HIDDEN,
+        out_channels=4,
+        pos_embed_max_size=IMAGE_SIZE // 2,
+    )
+    tokenizer = make_tokenizer()
+    tokenizer_2 = make_tokenizer(pad_token="!")
+    text_encoder = CLIPTextModelWithProjection(_clip_config(tokenizer))
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_config(tokenizer_2))
+    tokenizer_3 = text_encoder_3 = None
+    if t5:
+        tokenizer_3 = make_t5_tokenizer()
+        text_encoder_3 = T5EncoderModel(_t5_config(tokenizer_3, joint)).eval()
+    return dict(
+        transformer=transformer.eval(),
+        scheduler=_flow_scheduler(shift=3.0),
+        vae=_vae(shift_factor=0.0609, scaling_factor=1.5035),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2.eval(),
+        tokenizer_2=tokenizer_2,
+        text_encoder_3=text_encoder_3,
+        tokenizer_3=tokenizer_3,
+    )
+
+
+def flux_components(*, seed: int = 0, guidance_embeds: bool = True) -> dict:
+    """Components for `FluxPipeline`: CLIP (pooled projection only) and T5 (the sequence).
+
+    `guidance_embeds=True` is FLUX.1-dev's guidance-distilled transformer (the pipeline's
+    `guidance_scale` is an input of the model); `False` is FLUX.1-schnell's. The 4 latent
+    channels are packed in 2x2 patches into the transformer's 16 input channels.
+    """
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=T5_HIDDEN,
+        pooled_projection_dim=TEXT_HIDDEN,
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=(4, 6, 6),
+    )
+    tokenizer = make_tokenizer()
+    tokenizer_2 = make_t5_tokenizer()
+    return dict(
+        scheduler=_flow_scheduler(),
+        vae=_vae(shift_factor=0.1159, scaling_factor=0.3611),
+        text_encoder=CLIPTextModel(_clip_config(tokenizer)).eval(),
+        tokenizer=tokenizer,
+        text_encoder_2=T5EncoderModel(_t5_config(tokenizer_2, T5_HIDDEN)).eval(),
+        tokenizer_2=tokenizer_2,
+        transformer=transformer.eval(),
+        image_encoder=None,
+        feature_extractor=None,
+    )
+
+
+def pixart_sigma_components(*, seed: int = 0) -> dict:
+    """Components for `PixArtSigmaPipeline`: T5 alone, with its attention mask.
+
+    The transformer predicts noise and a learned variance (8 output channels for 4 latent
+    channels), as PixArt's checkpoints do.
+    """
+    torch.manual_seed(seed)
+    transformer = PixArtTransformer2DModel(
+        sample_size=IMAGE_SIZE // 2,
+        num_layers=1,
+        patch_size=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        caption_channels=T5_HIDDEN,
+        in_channels=4,
+        cross_attention_dim=16,
+        out_channels=8,
+        norm_num_groups=2,
+    )
+    tokenizer = make_t5_tokenizer()
+    return dict(
+        tokenizer=tokenizer,
+        text_encoder=T5EncoderModel(_t5_config(tokenizer, T5_HIDDEN)).eval(),
+        vae=_vae(),
+        transformer=transformer.eval(),
+        scheduler=DDIMScheduler(),
+    )
+
+
+def auraflow_components(*, seed: int = 0) -> dict:
+    """Components for `AuraFlowPipeline`: UMT5 alone (padding zeroed by the pipeline)."""
+    torch.manual_seed(seed)
+    transformer = AuraFlowTransformer2DModel(
+        sample_size=IMAGE_SIZE // 2,
+        patch_size=2,
+        in_channels=4,
+        num_mmdit_layers=1,
+        num_single_dit_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=T5_HIDDEN,
+        caption_projection_dim=16,
+        out_channels=4,
+        pos_embed_max_size=64,
+    )
+    tokenizer = make_t5_tokenizer()
+    return dict(
+        tokenizer=tokenizer,
+        text_encoder=UMT5EncoderModel(_t5_config(tokenizer, T5_HIDDEN, UMT5Config)).eval(),
+        vae=_vae(),
+        transformer=transformer.eval(),
+        scheduler=_flow_scheduler(),
+    )
+
+
+def _quiet(pipe):
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sd3_pipeline(**options) -> StableDiffusion3Pipeline:
+    return _quiet(StableDiffusion3Pipeline(**sd3_components(**options)))
+
+
+def flux_pipeline(**options) -> FluxPipeline:
+    return _quiet(FluxPipeline(**flux_components(**options)))
+
+
+def pixart_sigma_pipeline(**options) -> PixArtSigmaPipeline:
+    return _quiet(PixArtSigmaPipeline(**pixart_sigma_components(**options)))
+
+
+def auraflow_pipeline(**options) -> AuraFlowPipeline:
+    return _quiet(AuraFlowPipeline(**auraflow_components(**options)))
