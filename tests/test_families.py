@@ -149,16 +149,66 @@ def test_flux_identity_with_true_cfg_and_two_images(pipes):
     assert [c["rows"] for c in calls.calls] == [1] * STEPS
 
 
-def test_sd3_img2img_identity():
-    from diffusers import StableDiffusion3Img2ImgPipeline
+IMAGE = dict(strength=0.75, num_inference_steps=4, output_type="latent", height=32, width=32)
 
-    pipe = StableDiffusion3Img2ImgPipeline(**tiny_families.sd3_components())
-    pipe.set_progress_bar_config(disable=True)
+
+def _image_and_mask():
     image = torch.rand(1, 3, 32, 32, generator=seed())
-    extra = dict(image=image, strength=0.75, num_inference_steps=4, guidance_scale=5.0, output_type="latent")
-    a = pipe(ONE, generator=seed(), **extra).images
-    b = nl.compile(ONE).run(pipe, generator=seed(), **extra).images
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 8:24, 8:24] = 1
+    return image, mask
+
+
+@pytest.mark.parametrize(
+    "pipeline, components, extra",
+    [
+        ("StableDiffusion3Img2ImgPipeline", tiny_families.sd3_components, dict(guidance_scale=5.0)),
+        ("StableDiffusion3InpaintPipeline", tiny_families.sd3_components, dict(guidance_scale=5.0, mask=True)),
+        ("FluxImg2ImgPipeline", tiny_families.flux_components, dict(max_sequence_length=32)),
+        (
+            "FluxInpaintPipeline",
+            tiny_families.flux_components,
+            dict(max_sequence_length=32, mask=True, negative_prompt="blurry", true_cfg_scale=3.0),
+        ),
+        ("PixArtAlphaPipeline", tiny_families.pixart_sigma_components, dict(use_resolution_binning=False,
+                                                                            clean_caption=False, plain=True)),
+    ],
+)
+def test_identity_for_image_to_image_and_inpaint_pipelines(pipeline, components, extra):
+    import diffusers
+
+    pipe = getattr(diffusers, pipeline)(**components())
+    pipe.set_progress_bar_config(disable=True)
+    image, mask = _image_and_mask()
+    extra = dict(extra)
+    kwargs = {**IMAGE}
+    if not extra.pop("plain", False):
+        kwargs["image"] = image
+    if extra.pop("mask", False):
+        kwargs["mask_image"] = mask
+    if "strength" in kwargs and "image" not in kwargs:
+        del kwargs["strength"]
+    kwargs.update(extra)
+    a = pipe(ONE, generator=seed(), **kwargs).images
+    b = nl.compile(ONE).run(pipe, generator=seed(), **kwargs).images
     assert_identity(b, a)
+
+
+def test_sd3_clip_skip_is_the_pipelines(pipes):
+    # SD3's encode_prompt applies clip_skip to the prompt and not to the negative prompt
+    pipe = pipes["sd3"]
+    for negative in (None, "blurry"):
+        extra = {"clip_skip": 1, "negative_prompt": negative}
+        assert_identity(ours(pipe, "sd3", ONE, **extra), plain(pipe, "sd3", ONE, **extra))
+
+
+def test_max_batch_splits_the_branch_calls(pipes):
+    pipe = pipes["flux"]
+    extra = {"negative_prompt": "blurry", "true_cfg_scale": 4.0}
+    with DenoiserCalls(pipe) as calls:
+        chunked = ours(pipe, "flux", MANY, max_batch=2, **extra)
+    assert [c["rows"] for c in calls.calls] == [2, 1, 1] * STEPS  # the cond branch's 3 rows in two calls
+    assert (chunked - ours(pipe, "flux", MANY, **extra)).abs().max() <= 1e-5
 
 
 # -- one batched call per step, every conditioning in it ---------------------------------------

@@ -53,6 +53,8 @@ pipeline wins, so register specific families before general ones):
     and ``zeros() -> Conditioning``. ``options`` is a :class:`TextOptions` (emphasis, clip skip,
     comma backtrack, text-encoder LoRA scale, T5's ``max_sequence_length``). A conditioning with a
     ``mask`` (the text's own attention mask, T5 padding) gives every row of the batch its mask.
+    An optional ``encode_negative(text)`` encodes the negative prompt where the pipeline reads it
+    differently from the prompt (SD3 applies ``clip_skip`` to the prompt only).
 ``zero_uncond(pipe, negative_prompt) -> bool``
     Whether the unconditional input is all zeros instead of the encoded negative prompt (SDXL's
     ``force_zeros_for_empty_prompt`` when ``negative_prompt is None``).

@@ -305,6 +305,8 @@ class _Guidance:
         self.pipe = pipe
         self.family = family
         self.encoder = encoder
+        # A pipeline may read its negative prompt differently (SD3 ignores clip_skip there).
+        self.encode_negative = getattr(encoder, "encode_negative", encoder.encode)
         self.max_batch = max_batch
         self.thread = threading.get_ident()
         self.prompts: tuple[str, ...] = tuple(program.prompts)
@@ -348,22 +350,23 @@ class _Guidance:
         if steps in self.encoded_for:
             return
         self.encoded_for.add(steps)
-        texts = self.prompts if self.zero_uncond else (*self.prompts, *self.negatives)
-        for text in dict.fromkeys(texts):
-            for variant in _emphasis.variants(text, steps):
-                self.encoder.encode(variant)
+        negatives = () if self.zero_uncond else self.negatives
+        for texts, encode in ((self.prompts, self.encoder.encode), (negatives, self.encode_negative)):
+            for text in dict.fromkeys(texts):
+                for variant in _emphasis.variants(text, steps):
+                    encode(variant)
 
-    def _at(self, text: str, step: int) -> Conditioning:
+    def _at(self, text: str, step: int, encode=None) -> Conditioning:
         """``text``'s conditioning at step ``step`` of the trajectory."""
         entries = self.schedules.get(text)
         if entries is None:
             entries = self.schedules[text] = _emphasis.schedule(text, self.num_steps)
-        return self.encoder.encode(_emphasis.text_at(entries, step))
+        return (encode or self.encoder.encode)(_emphasis.text_at(entries, step))
 
     def _uncond(self, item: int, step: int) -> Conditioning:
         if self.zero_uncond:
             return self.encoder.zeros()
-        return self._at(self.negatives[item // self.per_prompt], step)
+        return self._at(self.negatives[item // self.per_prompt], step, self.encode_negative)
 
     def carrier(self) -> Conditioning:
         """The prompt embeddings handed to the pipeline: one uncond row per prompt.
@@ -374,7 +377,7 @@ class _Guidance:
         if self.zero_uncond:
             rows = [self.encoder.zeros()] * len(self.negatives)
         else:
-            rows = [self.encoder.encode(n) for n in self.negatives]
+            rows = [self.encode_negative(n) for n in self.negatives]
         length = max(r.hidden.shape[0] for r in rows)
         hidden = torch.stack([extend(r.hidden, length) for r in rows])
         pooled = None if rows[0].pooled is None else torch.stack([r.pooled for r in rows])

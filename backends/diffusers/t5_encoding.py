@@ -262,12 +262,16 @@ class SD3TextEncoder:
     """
 
     def __init__(self, pipe, options: TextOptions, max_sequence_length: int):
-        self.clips = [
-            _clip(pipe, ClipReading("tokenizer", "text_encoder", "text_embeds"), options, options.clip_skip),
-            _clip(pipe, ClipReading("tokenizer_2", "text_encoder_2", "text_embeds"), options, options.clip_skip),
-        ]
+        readings = (
+            ClipReading("tokenizer", "text_encoder", "text_embeds"),
+            ClipReading("tokenizer_2", "text_encoder_2", "text_embeds"),
+        )
+        self.clips = [_clip(pipe, reading, options, options.clip_skip) for reading in readings]
         if any(c is None for c in self.clips):
             raise ValueError(f"{type(pipe).__name__} needs both CLIP text encoders (text_encoder, text_encoder_2).")
+        self.negative_clips = self.clips
+        if options.clip_skip is not None:
+            self.negative_clips = [_clip(pipe, reading, options, None) for reading in readings]
         self.width = pipe.transformer.config.joint_attention_dim
         self.length = int(max_sequence_length)
         self.t5 = None
@@ -281,15 +285,25 @@ class SD3TextEncoder:
             )
         self.dtype = pipe.text_encoder.dtype
         self._cache: dict[str, Conditioning] = {}
+        self._negative_cache: dict[str, Conditioning] = {}
 
     def encode(self, text: str) -> Conditioning:
         cached = self._cache.get(text)
         if cached is None:
-            cached = self._cache[text] = self._encode(text)
+            cached = self._cache[text] = self._encode(text, self.clips)
         return cached
 
-    def _encode(self, text: str) -> Conditioning:
-        first, second = (clip.encode(text) for clip in self.clips)
+    def encode_negative(self, text: str) -> Conditioning:
+        """A negative prompt's conditioning: SD3's ``encode_prompt`` reads it without ``clip_skip``."""
+        if self.negative_clips is self.clips:
+            return self.encode(text)
+        cached = self._negative_cache.get(text)
+        if cached is None:
+            cached = self._negative_cache[text] = self._encode(text, self.negative_clips)
+        return cached
+
+    def _encode(self, text: str, clips) -> Conditioning:
+        first, second = (clip.encode(text) for clip in clips)
         if first.hidden.shape[0] != second.hidden.shape[0]:
             raise ValueError(
                 f"The CLIP text encoders split {text!r} into different numbers of chunks; "

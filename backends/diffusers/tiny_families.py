@@ -136,21 +136,22 @@ def sd3_components(*, seed: int = 0, t5: bool = True) -> dict:
 
     `t5=False` leaves `text_encoder_3`/`tokenizer_3` out, as SD3 users do to save memory (the
     pipeline then uses zeros for T5's part of the sequence). The CLIP hidden states (2 x 32 wide)
-    are padded to the joint attention width 64, which is T5's `d_model` here.
+    are padded to the joint attention width 64, which is T5's `d_model` here. 16 latent channels,
+    as SD3's VAE has (`StableDiffusion3InpaintPipeline` insists on them).
     """
     torch.manual_seed(seed)
     joint = 2 * TEXT_HIDDEN
     transformer = SD3Transformer2DModel(
         sample_size=IMAGE_SIZE // 2,
         patch_size=1,
-        in_channels=4,
+        in_channels=16,
         num_layers=1,
         attention_head_dim=8,
         num_attention_heads=4,
         caption_projection_dim=32,
         joint_attention_dim=joint,
         pooled_projection_dim=2 * TEXT_HIDDEN,
-        out_channels=4,
+        out_channels=16,
         pos_embed_max_size=IMAGE_SIZE // 2,
     )
     tokenizer = make_tokenizer()
@@ -164,7 +165,7 @@ def sd3_components(*, seed: int = 0, t5: bool = True) -> dict:
     return dict(
         transformer=transformer.eval(),
         scheduler=_flow_scheduler(shift=3.0),
-        vae=_vae(shift_factor=0.0609, scaling_factor=1.5035),
+        vae=_vae(latent_channels=16, shift_factor=0.0609, scaling_factor=1.5035),
         text_encoder=text_encoder.eval(),
         tokenizer=tokenizer,
         text_encoder_2=text_encoder_2.eval(),
