@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(PY) -m neutral_lang demo
 
 bench: $(STAMP)
-	$(PY) benchmarks/run.py
+	@$(PY) benchmarks/run.py || { echo "make bench: failed; see 'benchmarks that failed' above" >&2; exit 1; }
 
 fuzz: $(STAMP)
 	$(PY) -m pip install -q atheris

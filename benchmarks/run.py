@@ -15,11 +15,17 @@ SCRIPTS = ("bench_parse.py", "bench_guide.py", "bench_diffusers.py")
 
 def main() -> int:
     here = Path(__file__).resolve().parent
-    status = 0
+    failed = []
     for name in SCRIPTS:
         print(f"\n=== {name} ===", flush=True)
-        status |= subprocess.call([sys.executable, str(here / name)])
-    return status
+        code = subprocess.call([sys.executable, str(here / name)])
+        if code:
+            failed.append(f"{name} (exit {code})")
+    if failed:  # say which benchmark failed, not only that one did
+        print(f"\nbenchmarks that failed: {', '.join(failed)}; run one alone with "
+              f"{Path(sys.executable).name} benchmarks/NAME.py", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

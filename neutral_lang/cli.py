@@ -635,7 +635,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         return demo(args)
     except ModelLoadError as err:
-        raise InputError(str(err).replace("huggingface-cli download", "hf download")) from None
+        raise InputError(str(err)) from None
     except ModuleNotFoundError as exc:
         if exc.name in ("torch", "diffusers", "transformers", "PIL", "accelerate"):
             raise InputError(f"demo needs {exc.name}: pip install \"neutral-lang[diffusers]\"") from None

@@ -176,7 +176,7 @@ def load(model: str, *, device: str, dtype_name: str | None, config: str | None 
         try:
             return load_pipeline(os.path.expanduser(model) if kind == "folder" else model, device=device, dtype=dtype)
         except ModelLoadError as err:
-            raise InputError(str(err).replace("huggingface-cli download", "hf download")) from None
+            raise InputError(str(err)) from None
     return _load_single_file(os.path.expanduser(model), device=device, dtype=dtype, config=config)
 
 

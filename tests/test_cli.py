@@ -334,3 +334,14 @@ def test_help_texts_show_defaults_and_no_repository_paths():
         assert "docs/" not in r.stdout and "README" not in r.stdout
     text = " ".join(run("run", "--help").stdout.split())
     assert "(default: 30)" in text and "(default: 0)" in text and "(default: 7)" in text
+
+
+def test_bench_runner_names_the_benchmark_that_failed():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import run; "
+            "run.SCRIPTS = ('no_such_bench.py',); sys.exit(run.main())")
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "benchmarks that failed: no_such_bench.py (exit 2)" in r.stderr

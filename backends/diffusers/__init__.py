@@ -74,7 +74,7 @@ def load_pipeline(model: str, *, device: str | None = None, dtype: Any = None):
         )
         raise ModelLoadError(
             f"Could not load the model: {where}. Give the path of a diffusers model folder, or "
-            f"download the model first (`huggingface-cli download {model}`) on a machine with "
+            f"download the model first (`hf download {model}`) on a machine with "
             f"internet access. Cause: {type(error).__name__}: {_first_line(error)}"
         ) from error
     try:
