@@ -461,7 +461,8 @@ def _prepare(args: argparse.Namespace, jobs: list, sources: list[Source], out_pa
     """Checks, warnings, processes and the pipeline; ``None`` when a prompt does not parse."""
     from .generate import check, check_device, load, model_kind, processes
 
-    check(jobs, device=args.device, out_paths=out_paths)
+    in_paths = [*(a for a in args.inputs if os.path.isfile(a)), *args.files, *getattr(args, "from_images", [])]
+    check(jobs, device=args.device, out_paths=out_paths, in_paths=in_paths)
     model_kind(args.model)  # a missing local path is answered now, not after importing diffusers
     procs = processes(args.device)
     if _compile_and_warn(jobs, sources, show=procs.is_main):

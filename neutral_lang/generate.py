@@ -87,8 +87,9 @@ def refuse_unsupported(extra: dict, label: str) -> dict:
     return out
 
 
-def check(jobs: list[Job], *, device: str | None, out_paths: Iterable[str]) -> None:
-    """Everything that can be checked before a model is loaded; raises :class:`InputError`."""
+def check(jobs: list[Job], *, device: str | None, out_paths: Iterable[str], in_paths: Iterable[str] = ()) -> None:
+    """Everything that can be checked before a model is loaded; raises :class:`InputError`.
+    ``in_paths`` are the files read: no output may overwrite one."""
     from .infotext import SAMPLERS
 
     for job in jobs:
@@ -108,7 +109,10 @@ def check(jobs: list[Job], *, device: str | None, out_paths: Iterable[str]) -> N
             raise InputError(f"{where}: unknown sampler {s.sampler_name!r}; known: {', '.join(SAMPLERS)}")
         if s.clip_skip is not None and s.clip_skip < 1:
             raise InputError(f"{where}: Clip skip must be at least 1, not {s.clip_skip}")
+    read = {os.path.realpath(p) for p in in_paths if p != "-"}
     for path in out_paths:
+        if os.path.realpath(path) in read:
+            raise InputError(f"--out {path} would overwrite an input; give another --out")
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise InputError(f"the output folder {os.path.dirname(path) or folder!r} does not exist; create it first")

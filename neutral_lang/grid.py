@@ -189,32 +189,38 @@ def apply(axis: Axis, i: int, prompt: str, settings) -> tuple[str, Any]:
 
 def draw(images: list, xs: list[str], ys: list[str], *, title: str = "") -> Any:
     """One PIL image: ``images`` (row-major, ``len(ys)`` rows of ``len(xs)``) in a grid with the
-    ``xs`` labels above the columns and the ``ys`` labels left of the rows."""
+    ``xs`` labels above the columns and the ``ys`` labels left of the rows (``[""]``: no labels).
+    Images under 128 pixels are enlarged (nearest neighbour) so that the grid stays readable."""
+    import textwrap
+
     from PIL import Image, ImageDraw
 
-    w = max(im.width for im in images)
-    h = max(im.height for im in images)
-    line = 12
-    cell = max(w, 64)
+    scale = max(1, -(-128 // max(min(im.width, im.height) for im in images)))
+    w = max(im.width for im in images) * scale
+    h = max(im.height for im in images) * scale
+    gap, line, char = 4, 12, 6  # pixels; PIL's default bitmap font is about 6 pixels a character
 
     def wrap(text: str, width_px: int) -> list[str]:
-        per = max(4, width_px // 6)
-        return [text[i:i + per] for i in range(0, len(text), per)] or [""]
+        return textwrap.wrap(text, max(4, width_px // char)) or [""]
 
-    left = 0 if ys == [""] else min(240, 8 + 6 * max(len(t) for t in ys))
-    top_lines = max(len(wrap(t, cell)) for t in xs) if xs != [""] else 0
-    top = (line * top_lines + 6 if top_lines else 0) + (line + 6 if title else 0)
-    canvas = Image.new("RGB", (left + cell * len(xs), top + h * len(ys)), (255, 255, 255))
+    column_lines = [wrap(t, w) for t in xs]
+    row_width = 0 if ys == [""] else min(240, char * max(len(t) for t in ys) + 2 * gap)
+    row_lines = [wrap(t, row_width - gap) for t in ys]
+    top = (line * max(len(c) for c in column_lines) + gap if xs != [""] else 0) + (line + gap if title else 0)
+    canvas = Image.new("RGB", (row_width + (w + gap) * len(xs), top + (h + gap) * len(ys)), (255, 255, 255))
     pen = ImageDraw.Draw(canvas)
     if title:
-        pen.text((4, 2), title[: canvas.width // 6], fill=(0, 0, 0))
-    for c, label in enumerate(xs):
-        for k, piece in enumerate(wrap(label, cell)):
-            pen.text((left + c * cell + 2, top - line * top_lines - 4 + k * line), piece, fill=(0, 0, 0))
-    for r, label in enumerate(ys):
-        for k, piece in enumerate(wrap(label, left - 8)[: max(1, h // line)]):
-            pen.text((4, top + r * h + 2 + k * line), piece, fill=(0, 0, 0))
+        pen.text((gap, 2), title[: canvas.width // char], fill=(0, 0, 0))
+    for c, pieces in enumerate(column_lines if xs != [""] else []):
+        for k, piece in enumerate(pieces):
+            y = top - gap - line * (len(pieces) - k)
+            pen.text((row_width + c * (w + gap), y), piece, fill=(0, 0, 0))
+    for r, pieces in enumerate(row_lines if ys != [""] else []):
+        for k, piece in enumerate(pieces[: max(1, h // line)]):
+            pen.text((gap, top + r * (h + gap) + k * line), piece, fill=(0, 0, 0))
     for i, image in enumerate(images):
         r, c = divmod(i, len(xs))
-        canvas.paste(image, (left + c * cell, top + r * h))
+        if scale > 1:
+            image = image.resize((image.width * scale, image.height * scale), resample=Image.NEAREST)
+        canvas.paste(image, (row_width + c * (w + gap), top + r * (h + gap)))
     return canvas

@@ -92,6 +92,8 @@ def test_run_writes_infotext_and_from_regenerates_the_same_image(model, tmp_path
     again = tmp_path / "again.png"
     assert cli.main(["run", "--model", model, "--from", str(first), "--device", "cpu", "--out", str(again)]) == 0
     assert again.read_bytes() == first.read_bytes()
+    r = entry("run", "--model", model, "--from", str(first), "--out", str(first))
+    assert r.returncode == 2 and "would overwrite an input; give another --out" in r.stderr
     other = tmp_path / "other.png"  # a flag overrides the infotext
     assert cli.main(["run", "--model", model, "--from", str(first), "--seed", "6", "--device", "cpu",
                      "--out", str(other)]) == 0
