@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, replace
+from collections.abc import Mapping
 from typing import Any, Callable, Iterable
 
 from .inputs import InputError
@@ -195,12 +196,17 @@ def _load_single_file(path: str, *, device: str, dtype, config: str | None):
     try:
         from diffusers.loaders.single_file_utils import infer_diffusers_model_type, load_single_file_checkpoint
 
-        kind = infer_diffusers_model_type(load_single_file_checkpoint(path))
+        if path.lower().endswith(".safetensors"):
+            kind = infer_diffusers_model_type(_LazySafetensors(path))
+        else:  # .ckpt: torch.load with weights_only, as diffusers does
+            kind = infer_diffusers_model_type(load_single_file_checkpoint(path))
         if kind.startswith(("xl", "playground")):
             cls = StableDiffusionXLPipeline
     except Exception as exc:  # an unreadable file: say so here rather than deep inside diffusers
         raise InputError(f"--model {path}: not a checkpoint diffusers can read ({type(exc).__name__}: "
                          f"{_first_line(exc)})") from None
+    base = ("stabilityai/stable-diffusion-xl-base-1.0" if cls is StableDiffusionXLPipeline
+            else "stable-diffusion-v1-5/stable-diffusion-v1-5")
     options = {"torch_dtype": dtype}
     if config:
         options["config"] = config
@@ -212,10 +218,35 @@ def _load_single_file(path: str, *, device: str, dtype, config: str | None):
         raise InputError(
             f"--model {path}: could not build a {cls.__name__} from this single-file checkpoint: it needs "
             "its model configuration, from the Hugging Face cache or from --config FOLDER_OR_ID (e.g. "
-            "`hf download stable-diffusion-v1-5/stable-diffusion-v1-5 --exclude '*.safetensors' '*.bin'` "
-            f"once online). Cause: {type(exc).__name__}: {_first_line(exc)}"
+            f"`hf download {base} --exclude '*.safetensors' '*.bin' '*.ckpt'` once online). "
+            f"Cause: {type(exc).__name__}: {_first_line(exc)}"
         ) from None
     return pipe.to(device)
+
+
+class _LazySafetensors(Mapping):
+    """The keys of a ``.safetensors`` checkpoint, loading a tensor only when it is looked up: the
+    model type is told from a few keys and shapes without reading gigabytes twice."""
+
+    def __init__(self, path: str):
+        from safetensors import safe_open
+
+        self._file = safe_open(path, framework="pt")
+        self._keys = set(self._file.keys())
+
+    def __contains__(self, key) -> bool:
+        return key in self._keys
+
+    def __getitem__(self, key):
+        if key not in self._keys:
+            raise KeyError(key)
+        return self._file.get_tensor(key)
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 def _first_line(error: BaseException) -> str:

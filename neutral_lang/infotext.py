@@ -47,7 +47,36 @@ _KEYS = {
     "CFG Rescale phi": ("cfg_rescale", float),
 }
 
-_SETTING = re.compile(r'\s*([A-Za-z][\w \-/.()]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+_QUOTED = re.compile(r'"(?:\\.|[^\\"])*"')
+
+
+def _settings(line: str):
+    """``(key, value)`` pairs of a settings line, in one left-to-right pass (linear in its length:
+    a regex search for each key would rescan the rest of a line without colons)."""
+    pos, n = 0, len(line)
+    while pos < n:
+        colon = line.find(":", pos)
+        if colon < 0:
+            return
+        comma = line.find(",", pos, colon)
+        if comma >= 0:  # a piece without a colon: skip it
+            pos = comma + 1
+            continue
+        key = line[pos:colon].strip()
+        pos = colon + 1
+        while pos < n and line[pos] == " ":
+            pos += 1
+        quoted = _QUOTED.match(line, pos) if pos < n and line[pos] == '"' else None
+        if quoted is not None:
+            value, pos = quoted.group(), quoted.end()
+            comma = line.find(",", pos)
+            pos = n if comma < 0 else comma + 1
+        else:
+            comma = line.find(",", pos)
+            end = n if comma < 0 else comma
+            value, pos = line[pos:end], end + 1
+        if key:
+            yield key, value.strip()
 
 
 def split(parameters: str) -> tuple[str, str | None, str | None]:
@@ -81,8 +110,7 @@ def parse(parameters: str) -> Infotext:
     prompt, negative, line = split(parameters)
     settings: dict[str, Any] = {}
     extra: dict[str, str] = {}
-    for match in _SETTING.finditer(line or ""):
-        key, value = match.group(1).strip(), match.group(2).strip()
+    for key, value in _settings(line or ""):
         if value.startswith('"'):
             try:
                 value = json.loads(value)

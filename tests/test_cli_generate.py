@@ -62,12 +62,29 @@ def test_run_answers_missing_models_and_devices_fast(tmp_path):
         assert r.returncode == 2 and "no CUDA; use --device cpu" in r.stderr and r.stderr.count("\n") == 1
 
 
-def test_run_single_file_checkpoints_go_through_from_single_file(tmp_path):
+def test_run_single_file_checkpoints_go_through_from_single_file(tmp_path, capsys):
     junk = tmp_path / "model.safetensors"
     junk.write_bytes(b"not a checkpoint")
-    r = entry("run", "--model", str(junk), "a AND b", "--device", "cpu")
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert f"--model {junk}: not a checkpoint diffusers can read" in r.stderr
+    assert cli.main(["run", "--model", str(junk), "a AND b", "--device", "cpu", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert f"--model {junk}: not a checkpoint diffusers can read" in err
+    # SD and SDXL checkpoints are told apart by their keys (read lazily) and built by from_single_file;
+    # offline and without --config, the missing model configuration is named with the command to get it
+    from diffusers.loaders.single_file_utils import CHECKPOINT_KEY_NAMES
+    from safetensors.torch import save_file
+
+    first_conv = {CHECKPOINT_KEY_NAMES["inpainting"]: torch.zeros(8, 4, 3, 3)}
+    for name, extra, cls, repo in (
+        ("sd15.safetensors", {}, "StableDiffusionPipeline", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+        ("sdxl.safetensors", {CHECKPOINT_KEY_NAMES["xl_base"]: torch.zeros(4)}, "StableDiffusionXLPipeline",
+         "stabilityai/stable-diffusion-xl-base-1.0"),
+    ):
+        save_file({**first_conv, **extra}, str(tmp_path / name))
+        assert cli.main(["run", "--model", str(tmp_path / name), "a AND b", "--device", "cpu",
+                         "--out", str(tmp_path / "x.png")]) == 2
+        err = capsys.readouterr().err
+        assert f"could not build a {cls} from this single-file checkpoint" in err and f"hf download {repo}" in err
 
 
 def test_run_names_the_missing_extra():

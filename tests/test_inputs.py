@@ -108,3 +108,12 @@ def test_sampler_names_round_trip():
         assert infotext.sampler_name(infotext.scheduler_for(name, base)) == name
     with pytest.raises(ValueError, match="unknown sampler"):
         infotext.scheduler_for("Frobnicator", base)
+
+
+def test_program_diagnostics_are_the_linters_computed_once():
+    import neutral_lang as nl
+
+    program = nl.compile("a castle AND_PREP monster :-1")
+    assert [d.code for d in program.diagnostics] == ["NP301"]
+    assert program.diagnostics is program.diagnostics
+    assert nl.compile("a castle AND_PERP monster :-1").diagnostics == ()
