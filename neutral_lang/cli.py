@@ -235,6 +235,10 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             if source.text != canonical:
                 print(f"would reformat {_name(source)}")
                 status = EXIT_PROBLEMS
+        elif source.options and source.parameters is None:  # a prompt file's option line stays one
+            from .prompt_file import prompt_line
+
+            print(shown(prompt_line(canonical, source.options)))
         else:
             print(shown(canonical))
     return status

@@ -24,7 +24,7 @@ import shlex
 
 from .inputs import InputError, Source
 
-__all__ = ["read_prompt_file", "OPTIONS"]
+__all__ = ["read_prompt_file", "prompt_line", "OPTIONS"]
 
 #: The per-line options honoured, A1111's names -> type.
 OPTIONS = {
@@ -124,3 +124,16 @@ def _source(lines: list[tuple[str, int, int]], label: str) -> Source:
     elif "\n" in prompt:
         origins = tuple((line_no, offset) for _, line_no, offset in lines)
     return Source(label, prompt, origins, options)
+
+
+def prompt_line(prompt: str, options: dict) -> str:
+    """One prompt file line for ``prompt`` with per-line ``options``: the prompt alone, or an
+    option line (``--prompt '...' --steps 20``) when there are options, in shell quoting."""
+    if not options:
+        return prompt
+    words = ["--prompt", shlex.quote(prompt)]
+    for name in OPTIONS:
+        if name in options:
+            value = options[name]
+            words += [f"--{name}", shlex.quote(repr(value) if isinstance(value, float) else str(value))]
+    return " ".join(words)
