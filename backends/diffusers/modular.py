@@ -12,8 +12,8 @@ UNet input) to that batch, so a step is one UNet call, and its ``forward`` is
     from diffusers.modular_pipelines.stable_diffusion_xl import StableDiffusionXLAutoBlocks
     from neutral_lang.backends.diffusers.modular import ProgramGuidance
 
-    pipe = StableDiffusionXLAutoBlocks().init_pipeline("path/to/sdxl")   # or update_components(...)
-    pipe.load_components(torch_dtype=torch.float16)
+    pipe = StableDiffusionXLAutoBlocks().init_pipeline()
+    pipe.update_components(**{k: v for k, v in sdxl.components.items() if v is not None})
     guider = ProgramGuidance(prompt="a castle AND_PERP glasses :-0.5", guidance_scale=7.0).bind(pipe)
     pipe.update_components(guider=guider)
     latents = pipe(prompt="a castle", negative_prompt="blurry", output="latents")
