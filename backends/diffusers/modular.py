@@ -142,7 +142,9 @@ class ProgramGuidance(BaseGuidance):
         from diffusers.modular_pipelines.modular_pipeline import BlockState
 
         if self._encoder is None:
-            raise UnsupportedFeatureError("ProgramGuidance has no pipeline to encode with: call guider.bind(pipe) first.")
+            raise UnsupportedFeatureError(
+                "ProgramGuidance has no pipeline to encode with: call guider.bind(pipe) first."
+            )
         cond_embeds, uncond_embeds = data["prompt_embeds"]
         batch = cond_embeds.shape[0]
         step, steps = self._step or 0, self._num_inference_steps or 1

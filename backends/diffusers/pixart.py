@@ -102,8 +102,8 @@ class PixArtAdapter(FamilyAdapter):
     def rewrap(self, output: Any, tensor: Any) -> Any:
         full = super().unwrap(output)
         if full.shape[1] != tensor.shape[1]:  # learned variance: never read by the pipeline
-            tensor = torch.cat([tensor, tensor.new_zeros((tensor.shape[0], full.shape[1] - tensor.shape[1],
-                                                          *tensor.shape[2:]))], dim=1)
+            variance = tensor.new_zeros((tensor.shape[0], full.shape[1] - tensor.shape[1], *tensor.shape[2:]))
+            tensor = torch.cat([tensor, variance], dim=1)
         return super().rewrap(output, tensor)
 
     @staticmethod

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+
 import torch
 
 from neutral_lang import emphasis as _emphasis
@@ -53,7 +54,6 @@ __all__ = [
     "T5TextEncoder",
     "weighted_text",
 ]
-
 
 
 @dataclass(frozen=True)

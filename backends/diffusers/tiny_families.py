@@ -152,7 +152,7 @@ def sd3_components(*, seed: int = 0, t5: bool = True) -> dict:
         joint_attention_dim=joint,
         pooled_projection_dim=2 * TEXT_HIDDEN,
         out_channels=16,
-        pos_embed_max_size=IMAGE_SIZE // 2,
+        pos_embed_max_size=64,  # latents up to 64x64 (128 pixels)
     )
     tokenizer = make_tokenizer()
     tokenizer_2 = make_tokenizer(pad_token="!")
@@ -253,7 +253,7 @@ def auraflow_components(*, seed: int = 0) -> dict:
         joint_attention_dim=T5_HIDDEN,
         caption_projection_dim=16,
         out_channels=4,
-        pos_embed_max_size=64,
+        pos_embed_max_size=256,  # 16x16 patches: up to 64x64 pixels
     )
     tokenizer = make_t5_tokenizer()
     return dict(
