@@ -49,6 +49,7 @@ FAMILIES = {
     "sd3": (tiny_families.sd3_pipeline, dict(guidance_scale=5.0)),
     "sd3-no-t5": (lambda: tiny_families.sd3_pipeline(t5=False), dict(guidance_scale=5.0)),
     "flux": (tiny_families.flux_pipeline, dict(guidance_scale=3.5, max_sequence_length=32)),
+    "flux-schnell": (lambda: tiny_families.flux_pipeline(guidance_embeds=False), dict(max_sequence_length=32)),
     "pixart": (tiny_families.pixart_sigma_pipeline, dict(use_resolution_binning=False, clean_caption=False)),
     "auraflow": (tiny_families.auraflow_pipeline, dict(max_sequence_length=32)),
 }
@@ -121,7 +122,7 @@ def hooks_on(module) -> int:
 def test_one_part_program_is_the_plain_pipeline(pipes, name, negative):
     pipe = pipes[name]
     extra = {} if negative is None else {"negative_prompt": negative}
-    if name == "flux" and negative is not None:
+    if name.startswith("flux") and negative is not None:
         extra["true_cfg_scale"] = 3.0  # Flux runs its uncond branch only with a negative prompt
     if negative is not None and "(" in negative:
         # the pipeline reads brackets as text; so does emphasis="none"
