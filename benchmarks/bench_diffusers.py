@@ -14,6 +14,11 @@ so other processes on a shared machine disturb them little; the runs are interle
    bookkeeping), measured between consecutive `callback_on_step_end` calls minus the time from
    the UNet's `conv_in` to its `conv_out`; and the guidance arithmetic alone: `program.guide` for
    the SEGA prompt against a plain CFG combination `u + s * (c - u)` on one item.
+3. Per family (SD, SDXL), per step outside the UNet: the plain pipeline against `run(pipe)` for a
+   one-part prompt (as users run it: unhooked; and forced through the hooks with a `max_batch`
+   larger than the batch, as a scheduled one-part prompt runs), and a three-part prompt for scale. Target: one-part <= 1.2x the plain pipeline.
+4. `max_batch`: a three-part prompt with 2 images per prompt (8 UNet samples per step) run whole
+   and in calls of at most 2 and 4 samples, median CPU seconds end to end.
 
 The tiny UNet is cheap, so per-step overheads weigh far more here than with real weights, where
 one UNet call costs 10-100x more.
@@ -97,8 +102,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="image height and width in pixels")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tables", default="1234", help="which tables to print, e.g. 34")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if "1" not in args.tables and "2" not in args.tables:
+        if "3" in args.tables:
+            families(args)
+        if "4" in args.tables:
+            chunking(tiny_pipes.sd_pipeline(), args)
+        return
 
     sd = tiny_pipes.sd_pipeline()
     sega = SemanticStableDiffusionPipeline(**{k: v for k, v in sd.components.items() if k != "image_encoder"})
@@ -146,6 +158,70 @@ def main() -> None:
             timer.close()
         print(f"{name:36} {statistics.median(timer.unet[1:]) * 1e3:9.2f} {timer.outside_unet() * 1e3:8.2f}")
 
+    guidance_arithmetic(program, args)
+    families(args)
+    chunking(sd, args)
+
+
+def per_step_outside(pipe, fn) -> float:
+    """Median CPU ms per step outside the UNet's layers for one call of ``fn(callback)``."""
+    timer = StepClock(pipe)
+    try:
+        fn(timer.callback)
+    finally:
+        timer.close()
+    return timer.outside_unet() * 1e3
+
+
+def families(args) -> None:
+    """Table 3: per-step cost outside the UNet, run(pipe) against the plain pipeline, SD and SDXL."""
+    print()
+    print(f"Per step outside the UNet, by family ({args.size}x{args.size}, {args.steps} steps, CPU ms, median of {args.repeats} runs)")
+    print(f"{'':14} {'plain':>7} {'1-part':>7} {'ratio':>6} {'hooked':>7} {'ratio':>6} {'3-part':>7} {'ratio':>6}")
+    common = {"num_inference_steps": args.steps, "guidance_scale": SCALE, "height": args.size, "width": args.size, "output_type": "latent"}
+    one, three = nl.compile("a castle"), nl.compile("a castle AND_PERP a monster :-1 AND glasses :0.5")
+    for name, build in (("SD 1.x/2.x", tiny_pipes.sd_pipeline), ("SDXL", tiny_pipes.sdxl_pipeline)):
+        pipe = build()
+        runs = {
+            "plain": lambda cb: pipe("a castle", callback_on_step_end=cb, **common),
+            "one": lambda cb: one.run(pipe, callback_on_step_end=cb, **common),
+            # max_batch larger than any batch: the hook path, with nothing split
+            "hooked": lambda cb: one.run(pipe, callback_on_step_end=cb, max_batch=10**6, **common),
+            "three": lambda cb: three.run(pipe, callback_on_step_end=cb, **common),
+        }
+        ms = {key: [] for key in runs}
+        for fn in runs.values():
+            per_step_outside(pipe, fn)  # warm-up
+        for _ in range(args.repeats):
+            for key, fn in runs.items():
+                ms[key].append(per_step_outside(pipe, fn))
+        m = {key: statistics.median(v) for key, v in ms.items()}
+        base = m["plain"]
+        print(
+            f"{name:14} {base:7.2f} {m['one']:7.2f} {m['one'] / base:6.2f} {m['hooked']:7.2f} "
+            f"{m['hooked'] / base:6.2f} {m['three']:7.2f} {m['three'] / base:6.2f}"
+        )
+
+
+def chunking(sd, args) -> None:
+    """Table 4: max_batch against the whole batch, end to end."""
+    program = nl.compile("a castle AND_PERP a monster :-1 AND glasses :0.5")
+    common = {"num_inference_steps": args.steps, "guidance_scale": SCALE, "height": args.size, "width": args.size,
+              "output_type": "latent", "num_images_per_prompt": 2}
+
+    def with_max(n):
+        return lambda: program.run(sd, generator=torch.Generator().manual_seed(0), max_batch=n, **common)
+
+    cpu = interleaved({"whole batch (8 samples)": with_max(None), "max_batch=4": with_max(4), "max_batch=2": with_max(2)}, args.repeats)
+    whole = cpu["whole batch (8 samples)"]
+    print()
+    print(f"max_batch: 3-part prompt, 2 images ({args.size}x{args.size}, {args.steps} steps, CPU seconds, median of {args.repeats})")
+    print(f"{'':36} {'seconds':>9} {'vs whole':>8}")
+    for name, seconds in cpu.items():
+        print(f"{name:36} {seconds:9.3f} {seconds / whole:8.3f}")
+
+
+def guidance_arithmetic(program, args) -> None:
     latent = args.size // 2  # the tiny VAE downsamples by 2
     u, c, e = torch.randn(3, 1, 4, latent, latent, generator=torch.Generator().manual_seed(0))
     conds = torch.stack([c, e])

@@ -75,3 +75,17 @@ def test_a_prompt_editing_callback_is_refused_before_any_encoding(sd_pipe):
             callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"],
         )
     assert calls.count == 0
+
+
+def test_load_pipeline_refuses_a_model_of_an_unsupported_family(tmp_path):
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    from neutral_lang.backends.diffusers import ModelLoadError, load_pipeline
+
+    unet = UNet2DModel(
+        sample_size=8, in_channels=3, out_channels=3, block_out_channels=(4, 8), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=2,
+    )
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match="DDPMPipeline.*Supported pipelines.*StableDiffusionXLPipeline"):
+        load_pipeline(str(tmp_path))

@@ -18,6 +18,7 @@ from diffusers.models.controlnets import MultiControlNetModel  # noqa: E402
 
 import neutral_lang as nl  # noqa: E402
 from neutral_lang.backends.diffusers import tiny  # noqa: E402
+from neutral_lang.backends.torch.executor import Trace  # noqa: E402
 
 STEPS = 3
 SIZE = tiny.IMAGE_SIZE
@@ -108,6 +109,8 @@ def test_controlnet_one_part_prompt_equals_the_plain_pipeline(request, name, ext
     expected = latents(pipe, "a castle", **kwargs)
     got = latents(pipe, program="a castle", **kwargs)
     assert (got - expected).abs().max() <= 1e-5
+    hooked = latents(pipe, program="a castle", trace=Trace(), **kwargs)  # a trace needs the hooks
+    assert (hooked - expected).abs().max() <= 1e-5
     # the ControlNet matters here: without it the image is another one
     off = latents(pipe, "a castle", controlnet_conditioning_scale=0.0, **kwargs)
     assert (off - expected).abs().max() > 1e-2

@@ -64,6 +64,11 @@ pipeline wins, so register specific families before general ones):
     The embedding arguments the pipeline is called with, so that it skips its own text encoding
     (``prompt_embeds``, ``negative_prompt_embeds``, pooled variants). ``carrier`` holds one uncond
     row per prompt; the pipeline only reads its batch size, dtype and device.
+``direct_inputs(cond, uncond) -> dict | None``
+    Optional (default None). The embedding arguments that make the pipeline's own step compute a
+    program of one conditioning per prompt exactly (``cond``, ``uncond``: ``Conditioning``
+    batches, one row per prompt, of one length): the runner then calls the pipeline with them and
+    places no hook at all (no per-step cost). None: always use the hooks.
 ``prompt_inputs``
     Call arguments that name the prompt and so contradict the program (refused with ``TypeError``).
 ``set_text(kwargs, hidden, pooled, mask)``
@@ -91,6 +96,8 @@ __all__ = [
     "UnsupportedPipelineError",
     "adapter_for",
     "adapters",
+    "call_default",
+    "refuse_pag",
     "register",
     "unwrap_module",
 ]
@@ -227,6 +234,9 @@ class FamilyAdapter:
     def pipeline_inputs(self, carrier: Any) -> dict:
         raise NotImplementedError
 
+    def direct_inputs(self, cond: Any, uncond: Any) -> dict | None:
+        return None
+
     def set_text(self, kwargs: dict, hidden: Any, pooled: Any, mask: Any) -> None:
         raise NotImplementedError
 
@@ -239,7 +249,7 @@ class FamilyAdapter:
         return type(output)(sample=tensor)
 
 
-def _call_default(pipe: Any, name: str, fallback: Any) -> Any:
+def call_default(pipe: Any, name: str, fallback: Any) -> Any:
     """The default of ``pipe.__call__``'s parameter ``name`` (``fallback`` if it has none)."""
     import inspect
 
@@ -253,7 +263,7 @@ def refuse_pag(pipe: Any, kwargs: dict) -> None:
     """Perturbed-attention guidance adds a third batch (``[u, c, c_perturbed]``) and swaps the
     UNet's attention processors; the program's one-batch step cannot honour it."""
     pag = getattr(type(pipe), "_set_pag_attn_processor", None) is not None
-    if pag and float(kwargs.get("pag_scale", _call_default(pipe, "pag_scale", 0.0)) or 0.0) > 0:
+    if pag and float(kwargs.get("pag_scale", call_default(pipe, "pag_scale", 0.0)) or 0.0) > 0:
         raise UnsupportedFeatureError(
             f"{type(pipe).__name__} with pag_scale > 0 (perturbed-attention guidance) cannot be "
             "combined with a compiled program: pass pag_scale=0, or use the matching non-PAG pipeline."

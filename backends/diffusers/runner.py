@@ -58,7 +58,7 @@ import torch
 from neutral_lang import emphasis as _emphasis
 from neutral_lang import ir as _ir
 
-from .adapters import FamilyAdapter, TextOptions, adapter_for, unwrap_module
+from .adapters import FamilyAdapter, TextOptions, adapter_for, call_default, unwrap_module
 from .text_encoding import COMMA_BACKTRACK, Conditioning, extend
 
 __all__ = ["run", "DenoiserBusyError"]
@@ -129,6 +129,11 @@ def run(
     with _exclusive(denoiser):
         encoder = family.text_encoder(pipe, options)
         guidance = _Guidance(program, pipe, family, encoder, negative_prompt, kwargs, max_batch, trace)
+        direct = None if trace is not None or max_batch is not None else guidance.direct_inputs()
+        if direct is not None:
+            # One conditioning per prompt, nothing scheduled: the pipeline's own step computes
+            # exactly the program's guidance, so it runs untouched on our embeddings.
+            return pipe(**kwargs, **direct)
         steps = kwargs.get("num_inference_steps") or _call_default(pipe, "num_inference_steps", 50)
         guidance.encode_variants(int(steps))  # the loop's real length is checked at its first call
         inputs = family.pipeline_inputs(guidance.carrier())
@@ -200,10 +205,9 @@ def _with_rescale(program, rescale):
 
 
 def _call_default(pipe, name: str, fallback):
-    parameter = inspect.signature(type(pipe).__call__).parameters.get(name)
-    if parameter is None or parameter.default in (inspect.Parameter.empty, None):
-        return fallback
-    return parameter.default
+    """``call_default``, with ``fallback`` also for a parameter whose default is None."""
+    value = call_default(pipe, name, fallback)
+    return fallback if value is None else value
 
 
 def _is_identity(program) -> bool:
@@ -276,6 +280,7 @@ class _Plan:
     pooled: torch.Tensor | None  # [rows, D_pooled] pooled text embedding (SDXL's text_embeds)
     mask: torch.Tensor | None  # [rows, L] True = attend; None when all rows have the same length
     conds: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None  # per prompt: (items, rows); None: rows in order
+    in_place: tuple[bool, bool] = (False, False)  # source is 0, 1, 2, ... (without CFG, with CFG)
 
     @property
     def rows(self) -> int:
@@ -328,6 +333,10 @@ class _Guidance:
         self.branches = family.cfg_batching == "per_branch"
         self.cond_branch: tuple[torch.Tensor, torch.Tensor] | None = None  # per branch: (cond rows' eps, placeholder)
         self.identity = _is_identity(program)
+        # an identity program's guidance is the pipeline's own CFG step (unless traced or rescaled)
+        self.passthrough = (
+            self.identity and not program.cfg_rescale and trace is None and family.cfg_batching == "joint"
+        )
         # Prompt editing counts steps on the whole trajectory when the pipeline runs part of it
         # (an SDXL base with denoising_end, a refiner with denoising_start).
         self.split = kwargs.get("denoising_end") is not None or kwargs.get("denoising_start") is not None
@@ -378,11 +387,26 @@ class _Guidance:
             rows = [self.encoder.zeros()] * len(self.negatives)
         else:
             rows = [self.encode_negative(n) for n in self.negatives]
-        length = max(r.hidden.shape[0] for r in rows)
-        hidden = torch.stack([extend(r.hidden, length) for r in rows])
-        pooled = None if rows[0].pooled is None else torch.stack([r.pooled for r in rows])
-        mask = None if rows[0].mask is None else torch.stack([r.mask for r in rows])
-        return Conditioning(hidden, pooled, mask)
+        return _stack(rows)
+
+    def direct_inputs(self) -> dict | None:
+        """The pipeline's embedding arguments when it can run the program without hooks: every
+        prompt one conditioning at weight 1 (no CFG rescale of the program's own), no schedule
+        in any text, conds and unconds of one length, and a family that can take them
+        (``direct_inputs``). None otherwise."""
+        if not self.identity or self.program.cfg_rescale:
+            return None
+        if any("[" in text for text in (*self.prompts, *self.negatives)):
+            return None
+        ir = self.program.ir
+        texts = [ir.conds[root.parts[0].body.id] for root in ir.roots]
+        if len(texts) == 1:
+            texts *= len(self.negatives)
+        conds = [self.encoder.encode(t) for t in texts]
+        unconds = [self.encoder.zeros() if self.zero_uncond else self.encode_negative(n) for n in self.negatives]
+        if len({r.hidden.shape[0] for r in (*conds, *unconds)}) != 1:
+            return None
+        return self.family.direct_inputs(_stack(conds), _stack(unconds))
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -446,7 +470,10 @@ class _Guidance:
             hidden = hidden[rows]
             pooled = None if pooled is None else pooled[rows]
             mask = None if mask is None else mask[rows]
-        new = {name: _rows(value, n_in, source) for name, value in bound.items()}
+        if rows is None and len(source) == n_in and plan.in_place[n_in == 2 * self.batch]:
+            new = dict(bound)  # the pipeline's own rows, in its order: nothing to gather
+        else:
+            new = {name: _rows(value, n_in, source) for name, value in bound.items()}
         takes_mask = "encoder_attention_mask" in signature.parameters
         self.family.set_text(new, hidden, pooled, mask if takes_mask else None)
         return step, new, n_in, guess, (hidden, pooled, None if takes_mask else mask)
@@ -543,6 +570,10 @@ class _Guidance:
         self.step = None
         self.calls += 1
         plan, batch = step.plan, self.batch
+        if self.passthrough and step.doubled and plan.in_place[True] and plan.rows == 2 * batch:
+            # [u, c] in the pipeline's own order, and the program is its own u + s * (c - u):
+            # the pipeline's combination is the program's guidance exactly.
+            return output if not step.rest else self.family.rewrap(output, eps)
         if plan.n_uncond == 0:
             guided = eps if plan.conds is None else eps.index_select(0, plan.conds[0][1])
         else:
@@ -646,17 +677,26 @@ class _Guidance:
         # The input row each sample reads: an uncond from the pipeline's uncond half (rows
         # 0..B-1), a cond from its cond half (rows B..2B-1 under CFG, the only half otherwise).
         items = [b for b, _ in rows]
+        plain = [*range(n_uncond), *items]
+        doubled = [*range(n_uncond), *(batch + b for b in items)]
         return _Plan(
             n_uncond=n_uncond,
-            source=(
-                torch.tensor([*range(n_uncond), *items], device=device),
-                torch.tensor([*range(n_uncond), *(batch + b for b in items)], device=device),
-            ),
+            source=(torch.tensor(plain, device=device), torch.tensor(doubled, device=device)),
+            in_place=(plain == list(range(len(plain))), doubled == list(range(len(doubled)))),
             hidden=torch.stack(hidden).to(device, dtype),
             pooled=pooled,
             mask=mask,
             conds=gathers,
         )
+
+
+def _stack(rows: list[Conditioning]) -> Conditioning:
+    """Conditionings as one batch ``[N, L, D]`` (shorter ones lengthened, A1111's ``stack_conds``)."""
+    length = max(r.hidden.shape[0] for r in rows)
+    hidden = torch.stack([extend(r.hidden, length) for r in rows])
+    pooled = None if rows[0].pooled is None else torch.stack([r.pooled for r in rows])
+    mask = None if rows[0].mask is None else torch.stack([r.mask for r in rows])
+    return Conditioning(hidden, pooled, mask)
 
 
 def _num_model_calls(pipe) -> int:

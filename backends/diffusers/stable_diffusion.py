@@ -110,7 +110,10 @@ class StableDiffusionAdapter(_UNetFamily):
         return norm(out.hidden_states[-(clip_skip + 1)])
 
     def pipeline_inputs(self, carrier: Any) -> dict:
-        return {"prompt_embeds": carrier.hidden, "negative_prompt_embeds": carrier.hidden}
+        return self.direct_inputs(carrier, carrier)
+
+    def direct_inputs(self, cond: Any, uncond: Any) -> dict:
+        return {"prompt_embeds": cond.hidden, "negative_prompt_embeds": uncond.hidden}
 
 
 @register
@@ -153,9 +156,12 @@ class StableDiffusionXLAdapter(_UNetFamily):
         return negative_prompt is None and bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False))
 
     def pipeline_inputs(self, carrier: Any) -> dict:
+        return self.direct_inputs(carrier, carrier)
+
+    def direct_inputs(self, cond: Any, uncond: Any) -> dict:
         return {
-            "prompt_embeds": carrier.hidden,
-            "negative_prompt_embeds": carrier.hidden,
-            "pooled_prompt_embeds": carrier.pooled,
-            "negative_pooled_prompt_embeds": carrier.pooled,
+            "prompt_embeds": cond.hidden,
+            "negative_prompt_embeds": uncond.hidden,
+            "pooled_prompt_embeds": cond.pooled,
+            "negative_pooled_prompt_embeds": uncond.pooled,
         }

@@ -254,3 +254,31 @@ def t2i_adapter(*, seed: int = 2):
 
     torch.manual_seed(seed)
     return T2IAdapter(in_channels=3, channels=[8, 16], num_res_blocks=1, downscale_factor=2).eval()
+
+
+def load_ip_adapter(unet: UNet2DConditionModel, *, image_embed_dim: int = TEXT_HIDDEN, seed: int = 3) -> None:
+    """Give ``unet`` a random IP-Adapter (4 image tokens), in place, as ``load_ip_adapter`` would.
+
+    The pipeline then takes ``ip_adapter_image_embeds=[e]`` with ``e`` of shape ``[2, 1,
+    image_embed_dim]`` under CFG (negative first) or ``[1, 1, image_embed_dim]`` without, so no
+    image encoder is needed.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    cross = unet.config.cross_attention_dim
+    tokens = 4
+    image_proj = {
+        "proj.weight": torch.randn(cross * tokens, image_embed_dim, generator=generator) * 0.2,
+        "proj.bias": torch.randn(cross * tokens, generator=generator) * 0.2,
+        "norm.weight": torch.ones(cross),
+        "norm.bias": torch.zeros(cross),
+    }
+    attention: dict[str, torch.Tensor] = {}
+    key = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        hidden = unet.get_submodule(name[: -len(".processor")]).to_k.out_features
+        for which in ("to_k_ip", "to_v_ip"):
+            attention[f"{key}.{which}.weight"] = torch.randn(hidden, cross, generator=generator) * 0.3
+        key += 2
+    unet._load_ip_adapter_weights([{"image_proj": image_proj, "ip_adapter": attention}])
