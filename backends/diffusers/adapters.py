@@ -96,7 +96,6 @@ __all__ = [
     "UnsupportedPipelineError",
     "adapter_for",
     "adapters",
-    "call_default",
     "refuse_pag",
     "register",
     "unwrap_module",
@@ -249,7 +248,7 @@ class FamilyAdapter:
         return type(output)(sample=tensor)
 
 
-def call_default(pipe: Any, name: str, fallback: Any) -> Any:
+def _call_default(pipe: Any, name: str, fallback: Any) -> Any:
     """The default of ``pipe.__call__``'s parameter ``name`` (``fallback`` if it has none)."""
     import inspect
 
@@ -263,7 +262,7 @@ def refuse_pag(pipe: Any, kwargs: dict) -> None:
     """Perturbed-attention guidance adds a third batch (``[u, c, c_perturbed]``) and swaps the
     UNet's attention processors; the program's one-batch step cannot honour it."""
     pag = getattr(type(pipe), "_set_pag_attn_processor", None) is not None
-    if pag and float(kwargs.get("pag_scale", call_default(pipe, "pag_scale", 0.0)) or 0.0) > 0:
+    if pag and float(kwargs.get("pag_scale", _call_default(pipe, "pag_scale", 0.0)) or 0.0) > 0:
         raise UnsupportedFeatureError(
             f"{type(pipe).__name__} with pag_scale > 0 (perturbed-attention guidance) cannot be "
             "combined with a compiled program: pass pag_scale=0, or use the matching non-PAG pipeline."

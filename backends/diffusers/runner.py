@@ -58,7 +58,7 @@ import torch
 from neutral_lang import emphasis as _emphasis
 from neutral_lang import ir as _ir
 
-from .adapters import FamilyAdapter, TextOptions, adapter_for, call_default, unwrap_module
+from .adapters import FamilyAdapter, TextOptions, _call_default as _default_of, adapter_for, unwrap_module
 from .text_encoding import COMMA_BACKTRACK, Conditioning, extend
 
 __all__ = ["run", "DenoiserBusyError"]
@@ -205,8 +205,8 @@ def _with_rescale(program, rescale):
 
 
 def _call_default(pipe, name: str, fallback):
-    """``call_default``, with ``fallback`` also for a parameter whose default is None."""
-    value = call_default(pipe, name, fallback)
+    """``adapters._call_default``, with ``fallback`` also for a parameter whose default is None."""
+    value = _default_of(pipe, name, fallback)
     return fallback if value is None else value
 
 
