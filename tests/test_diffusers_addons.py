@@ -4,6 +4,8 @@ pipeline, and ``max_batch`` splits the batch without changing the result."""
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -12,6 +14,7 @@ pytest.importorskip("diffusers")
 from diffusers import (  # noqa: E402
     StableDiffusionAdapterPipeline,
     StableDiffusionControlNetPipeline,
+    StableDiffusionXLAdapterPipeline,
     StableDiffusionXLControlNetPipeline,
 )
 from diffusers.models.controlnets import MultiControlNetModel  # noqa: E402
@@ -53,11 +56,15 @@ def sdxl_control(sdxl_pipe):
     return quiet(StableDiffusionXLControlNetPipeline(**sdxl_pipe.components, controlnet=tiny.controlnet(sdxl_pipe.unet)))
 
 
-@pytest.fixture(scope="module")
-def sd_t2i():
-    components = tiny.sd_components(unet_options=tiny.T2I_UNET)
-    components.pop("image_encoder")
-    return quiet(StableDiffusionAdapterPipeline(**components, adapter=tiny.t2i_adapter()))
+@pytest.fixture(scope="module", params=["sd", "sdxl"])
+def t2i(request):
+    """A T2I-Adapter pipeline (SD or SDXL) on a UNet whose residual sizes fit the tiny adapter."""
+    if request.param == "sd":
+        components, cls = tiny.sd_components(unet_options=tiny.T2I_UNET), StableDiffusionAdapterPipeline
+    else:
+        components, cls = tiny.sdxl_components(unet_options=tiny.T2I_UNET), StableDiffusionXLAdapterPipeline
+    accepted = inspect.signature(cls.__init__).parameters
+    return quiet(cls(**{k: v for k, v in components.items() if k in accepted}, adapter=tiny.t2i_adapter()))
 
 
 def latents(pipe, prompt=None, program=None, **kwargs):
@@ -140,11 +147,13 @@ def test_controlnet_with_uncond_and_cond_of_different_lengths(sd_control):
     assert [h.shape[1] for h in control.hidden[:2]] == [77, 2 * 77]
 
 
-def test_t2i_adapter_one_part_prompt_equals_the_plain_pipeline(sd_t2i):
+def test_t2i_adapter_one_part_prompt_equals_the_plain_pipeline(t2i):
     kwargs = {"image": control_image()}
-    expected = latents(sd_t2i, "a castle", **kwargs)
-    assert (latents(sd_t2i, program="a castle", **kwargs) - expected).abs().max() <= 1e-5
-    off = latents(sd_t2i, "a castle", adapter_conditioning_scale=0.0, **kwargs)
+    expected = latents(t2i, "a castle", **kwargs)
+    assert (latents(t2i, program="a castle", **kwargs) - expected).abs().max() <= 1e-5
+    hooked = latents(t2i, program="a castle", trace=Trace(), **kwargs)
+    assert (hooked - expected).abs().max() <= 1e-5
+    off = latents(t2i, "a castle", adapter_conditioning_scale=0.0, **kwargs)
     assert (off - expected).abs().max() > 1e-2
 
 

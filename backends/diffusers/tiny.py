@@ -152,25 +152,33 @@ def sd_components(
     )
 
 
-def sdxl_components(*, seed: int = 0, model_max_length: int = 77, text_layers: int = 3) -> dict:
-    """Components for `StableDiffusionXLPipeline` (Euler scheduler, two text encoders)."""
+def sdxl_components(
+    *, seed: int = 0, model_max_length: int = 77, text_layers: int = 3, unet_options: dict | None = None
+) -> dict:
+    """Components for `StableDiffusionXLPipeline` (Euler scheduler, two text encoders).
+
+    `unet_options` override the UNet's config, as in :func:`sd_components`.
+    """
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=IMAGE_SIZE // 2,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=6 * 8 + TEXT_HIDDEN,
-        cross_attention_dim=2 * TEXT_HIDDEN,
-        norm_num_groups=2,
+        **{
+            "sample_size": IMAGE_SIZE // 2,
+            "in_channels": 4,
+            "out_channels": 4,
+            "block_out_channels": (8, 16),
+            "layers_per_block": 1,
+            "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+            "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+            "attention_head_dim": (2, 4),
+            "use_linear_projection": True,
+            "addition_embed_type": "text_time",
+            "addition_time_embed_dim": 8,
+            "transformer_layers_per_block": (1, 2),
+            "projection_class_embeddings_input_dim": 6 * 8 + TEXT_HIDDEN,
+            "cross_attention_dim": 2 * TEXT_HIDDEN,
+            "norm_num_groups": 2,
+            **(unet_options or {}),
+        }
     )
     vae = _vae()
     tokenizer = make_tokenizer(model_max_length)
