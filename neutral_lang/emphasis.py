@@ -24,7 +24,7 @@ of malformed input):
   here the full schedule comes out up to about 490 levels, and deeper text is read as A1111
   reads text it cannot parse: the whole text at every step.
 
-The schedule grammar is the leaf layer of ``grammar/neutral_prompt.lark``; the Earley parser
+The schedule grammar is the leaf layer, ``grammar/a1111_leaf.lark``; the Earley parser
 for it is built on the first call to :func:`schedule`, so importing this module stays cheap.
 """
 
@@ -299,20 +299,12 @@ def _render(pieces: _Pieces, step: int) -> str:
     return "".join(out)
 
 
-_BEGIN = "// ---- leaf layer (A1111) begin ----"
-_END = "// ---- leaf layer (A1111) end ----"
-
-
 def leaf_grammar() -> str:
-    """The leaf layer of ``grammar/neutral_prompt.lark``: the text between its two marker lines.
-
-    Only this block is compiled for the Earley parser, so a directive of the neutral layer
-    (an ``%ignore``, a terminal of the same name) cannot change how leaf text is read.
-    """
+    """The leaf layer's grammar: the text of ``grammar/a1111_leaf.lark``, a file of its own, so a
+    directive of the neutral layer cannot change how leaf text is read."""
     from .parser import grammar_text
 
-    text = grammar_text()
-    return text[text.index(_BEGIN) + len(_BEGIN) : text.index(_END)]
+    return grammar_text("a1111_leaf.lark")
 
 
 @lru_cache(maxsize=1)

@@ -18,12 +18,11 @@ that are not decimal numbers (``1_0``) are not weights.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from lark import Lark
+from lark import Lark, Transformer
 from lark.lexer import Lexer
 
 from .ast import Group, Leaf, Option, Part, Prompt, Span
@@ -160,35 +159,37 @@ def _parse_options(src: str, keyword: Keyword, open_pos: int, close_pos: int) ->
 # Structure: which `[` open groups, where parts and weights are
 
 
-@dataclass(slots=True)
-class _Item:
-    """One part as the structure sweep finds it (token indices into _Raw)."""
-
-    kw: int  # keyword token index; -1 first part; -2 implicit AND after a group
-    group: int  # index of the `[` token of a group body, or -1 for a text body
-    first: int  # text body: token range [first, last)
-    last: int
-    wcolon: int  # token index of the weight's ':' or -1
+# ---------------------------------------------------------------------------------------------
+# Classifying: which `[` opens a group, which `:` starts a weight
 
 
-@dataclass(slots=True)
-class _GroupInfo:
-    items: list
-    close: int  # token index of `]`
-    wcolon: int
-    end: int  # token index after the group (and its weight)
+class _Classes:
+    """What the lexer decides that a context-free grammar cannot: which ``[`` open groups (with
+    the index of their ``]``) and which ``:`` start weights. Token indices into :class:`_Raw`.
 
+    The original extension decides a ``[`` by trying to parse a group there and backing off when
+    it holds fewer than two parts (docs/language.md, "Groups"): exponential on nested unclosed
+    brackets. The same decision is made here for every ``[`` in one right-to-left sweep: where the
+    parts read from a token on end, and whether they are two or more, depends only on the tokens
+    after it, so each is computed once, in O(1), from the values of later tokens. A left-to-right
+    walk then keeps the decisions the reading reaches. Linear in the number of tokens, whatever
+    their shape; no recursion.
+    """
 
-class _Structure:
-    """Decides groups and weights exactly as the original's recursive descent did, in O(n)."""
+    __slots__ = ("groups", "weights", "closes")
 
     def __init__(self, raw: _Raw):
-        self.raw = raw
-        kinds = raw.kinds
-        n = self.n = len(kinds)
+        kinds, is_number = raw.kinds, raw.is_number
+        n = len(kinds)
+        self.groups: dict[int, int] = {}  # `[` that opens a group -> its `]`
+        self.weights: set[int] = set()  # `:` that starts a weight (the next token is its number)
+        if _OPEN not in kinds:  # no group can open: only top-level weights to find
+            self._walk(raw, n, {}, {}, {}, None)
+            self.closes: frozenset[int] = frozenset()
+            return
         # next_kw[i]: first keyword at or after i; match_close[i]: first `]` that takes the
-        # bracket balance below its value at i; next_strong[i]: first ':' at or after i that
-        # is a weight whatever the depth (a number followed by a keyword or the end).
+        # bracket balance below its value at i; next_strong[i]: first ':' at or after i that is a
+        # weight whatever the depth (a number followed by a keyword or the end).
         next_kw = [n] * (n + 1)
         match_close = [n] * (n + 1)
         next_strong = [n] * (n + 1)
@@ -202,8 +203,7 @@ class _Structure:
                 b -= 1
         balance[n] = b
         first_close_at: dict[int, int] = {}
-        is_number = raw.is_number
-        nk, ns = n, n
+        nk = ns = n
         for i in range(n - 1, -1, -1):
             k = kinds[i]
             if k == _KW:
@@ -215,83 +215,91 @@ class _Structure:
             next_kw[i] = nk
             next_strong[i] = ns
             match_close[i] = first_close_at.get(balance[i] - 1, n)
-        self.next_kw, self.match_close, self.next_strong = next_kw, match_close, next_strong
-        # Decide every `[`, right to left: a group's decision only depends on tokens after it.
-        groups: dict[int, _GroupInfo] = {}
-        self.groups = groups
-        for p in range(n - 1, -1, -1):
-            if kinds[p] != _OPEN:
-                continue
-            q = p + 1
-            inner = groups.get(q)
-            if inner is not None:
-                several = inner.end < n and kinds[inner.end] != _CLOSE
-            else:
-                several = q < n and next_kw[q] < match_close[q]
-            if not several:
-                continue
-            items, r = self._parts(q, nested=True)
-            if r < n and kinds[r] == _CLOSE and len(items) >= 2:
-                end, wcolon = r + 1, -1
-                if end + 1 < n and kinds[end] == _COLON and is_number(end + 1):
-                    wcolon, end = end, end + 2
-                groups[p] = _GroupInfo(items, r, wcolon, end)
-        self.root, _ = self._parts(0, nested=False)
 
-    def _parts(self, i: int, *, nested: bool) -> tuple[list[_Item], int]:
-        kinds, n, groups = self.raw.kinds, self.n, self.groups
-        items: list[_Item] = []
-        kw = -1
-        while True:
-            g = groups.get(i) if i < n else None
-            if g is not None:
-                items.append(_Item(kw, i, i, i, g.wcolon))
-                i = g.end
-            else:
-                first = i
-                i, last, wcolon = self._text(i, nested)
-                items.append(_Item(kw, -1, first, last, wcolon))
-            if i >= n or (nested and kinds[i] == _CLOSE):
-                return items, i
-            if kinds[i] == _KW:
-                kw = i
-                i += 1
-            else:
-                kw = -2
-
-    def _text(self, i: int, nested: bool) -> tuple[int, int, int]:
-        """Scan a text body from token i: (next token, end of text, weight colon or -1)."""
-        kinds, n, is_number = self.raw.kinds, self.n, self.raw.is_number
-        if nested:
-            close = self.match_close[i]
-            e = min(self.next_kw[i], close)
-            c = self.next_strong[i]
+        def text_in_group(i: int) -> tuple[int, int]:
+            """A text part read from token i inside a group: (token after it, weight ':' or -1)."""
+            close = match_close[i]
+            e = min(next_kw[i], close)
+            c = next_strong[i]
             if c < e:
-                return c + 2, c, c
+                return c + 2, c
             if e == close < n and e - 2 >= i and kinds[e - 2] == _COLON and is_number(e - 1):
-                return e, e - 2, e - 2
-            return e, e, -1
-        depth = 0
-        j = i
-        while j < n:
-            k = kinds[j]
-            if k == _KW:
-                break
-            if k == _COLON:
-                if is_number(j + 1) and (
-                    j + 2 == n or kinds[j + 2] == _KW or (kinds[j + 2] == _CLOSE and depth == 0)
-                ):
-                    return j + 2, j, j
-            elif k == _OPEN:
-                depth += 1
-            elif k == _CLOSE and depth:
-                depth -= 1
-            j += 1
-        return j, j, -1
+                return e, e - 2
+            return e, -1
+
+        # For every token i, as if a group's parts started there: the token where they end
+        # (a `]` or the end) and how many parts they are (counted up to 2).
+        parts_end = [n] * (n + 1)
+        parts_count = [1] * (n + 1)
+        group_close: dict[int, int] = {}  # every `[` that would open a group if a part started there
+        group_next: dict[int, int] = {}  # token after that group and its weight
+        group_weight: dict[int, int] = {}
+        for i in range(n - 1, -1, -1):
+            if kinds[i] == _OPEN:
+                r = parts_end[i + 1]
+                if r < n and kinds[r] == _CLOSE and parts_count[i + 1] >= 2:
+                    group_close[i] = r
+                    nxt = r + 1
+                    if nxt + 1 < n and kinds[nxt] == _COLON and is_number(nxt + 1):
+                        group_weight[i] = nxt
+                        nxt += 2
+                    group_next[i] = nxt
+            nxt = group_next[i] if i in group_next else text_in_group(i)[0]
+            if nxt >= n or kinds[nxt] == _CLOSE:
+                parts_end[i], parts_count[i] = nxt, 1
+            else:
+                j = nxt + 1 if kinds[nxt] == _KW else nxt  # a keyword, or an implicit AND
+                parts_end[i], parts_count[i] = parts_end[j], min(2, parts_count[j] + 1)
+        self._walk(raw, n, group_close, group_next, group_weight, text_in_group)
+        self.closes = frozenset(self.groups.values())
+
+    def _walk(self, raw: _Raw, n: int, group_close, group_next, group_weight, text_in_group) -> None:
+        """Read the prompt from its first token, keeping the groups and weights the reading meets."""
+        kinds, is_number = raw.kinds, raw.is_number
+        groups, weights = self.groups, self.weights
+        open_groups: list[int] = []  # the `[` of the groups the reading is inside
+        i = 0
+        while True:
+            if i in group_close:  # a group part: read its parts
+                groups[i] = group_close[i]
+                if i in group_weight:
+                    weights.add(group_weight[i])
+                open_groups.append(i)
+                i += 1
+                continue
+            if open_groups:
+                i, colon = text_in_group(i)
+            else:  # top level: a weight is a number before a keyword, the end or a stray `]`
+                colon, depth, j = -1, 0, i
+                while j < n:
+                    k = kinds[j]
+                    if k == _KW:
+                        break
+                    if k == _COLON:
+                        if is_number(j + 1) and (
+                            j + 2 == n or kinds[j + 2] == _KW or (kinds[j + 2] == _CLOSE and depth == 0)
+                        ):
+                            colon = j
+                            j += 2
+                            break
+                    elif k == _OPEN:
+                        depth += 1
+                    elif k == _CLOSE and depth:
+                        depth -= 1
+                    j += 1
+                i = j
+            if colon >= 0:
+                weights.add(colon)
+            while open_groups and (i >= n or kinds[i] == _CLOSE):  # a group's parts end at its `]`
+                i = group_next[open_groups.pop()]
+            if i >= n:
+                return
+            if kinds[i] == _KW:
+                i += 1
 
 
 # ---------------------------------------------------------------------------------------------
-# Tokens for Lark, and the LALR parser
+# Tokens for Lark
 
 
 class _Tok:
@@ -312,58 +320,66 @@ class _Tok:
         return f"Token({self.type}, {self.value!r}, {self.start_pos})"
 
 
-def _tokens(structure: _Structure):
-    """Yield the neutral layer's terminals for the whole prompt, iteratively."""
+def _terminals(raw: _Raw):
+    """The terminals of ``grammar/neutral_prompt.lark`` for the whole prompt, in source order.
+
+    Every raw token is a keyword, a group's ``[`` or ``]``, a weight's ``:`` (with its number), or
+    part of a text; :class:`_Classes` says which. Zero-width terminals mark what is not written:
+    an empty text (``AND_PERP`` first, two keywords in a row) and an implicit AND (text after a
+    group, or after a weighted part and a stray ``]``).
+    """
     Token = _Tok
-    raw = structure.raw
-    src, starts, ends, kinds = raw.src, raw.starts, raw.ends, raw.kinds
-    groups = structure.groups
-    stack: list[tuple[list[_Item], int, _GroupInfo | None]] = [(structure.root, 0, None)]
-    # Where an empty part sits: right after whatever precedes it.
-    prev_end = 0
-    while stack:
-        items, idx, group = stack.pop()
-        if idx == len(items):
-            if group is not None:
-                close = group.close
-                yield Token("RBRACKET", "]", starts[close], ends[close])
-                prev_end = ends[close]
-                if group.wcolon >= 0:
-                    yield _weight_token(raw, group.wcolon)
-                    prev_end = ends[group.wcolon + 1]
-            continue
-        stack.append((items, idx + 1, group))
-        item = items[idx]
-        if item.kw >= 0:
-            kwpos = item.kw
-            yield Token("KEYWORD", src[starts[kwpos]:ends[kwpos]], starts[kwpos], ends[kwpos])
-            prev_end = ends[kwpos]
-            opts = raw.options.get(kwpos)
+    classes = _Classes(raw)
+    groups, weights, closes = classes.groups, classes.weights, classes.closes
+    src, kinds, starts, ends, options = raw.src, raw.kinds, raw.starts, raw.ends, raw.options
+    n = len(kinds)
+    prev_end = 0  # an empty text or implicit AND sits right after whatever precedes it
+    body = True  # a part's body comes next
+    i = 0
+    while i < n:
+        if body:
+            if i in groups:
+                yield Token("LBRACKET", "[", starts[i], ends[i])
+                prev_end = ends[i]
+                i += 1
+                continue
+            j = i
+            while j < n and kinds[j] != _KW and j not in weights and j not in closes:
+                j += 1
+            if j > i:
+                text = src[starts[i]:ends[j - 1]]
+                stripped = text.strip()
+                a = starts[i] + len(text) - len(text.lstrip())
+                yield Token("TEXT", stripped, a, a + len(stripped))
+                prev_end = a + len(stripped)
+            else:
+                yield Token("TEXT", "", prev_end, prev_end)
+            i, body = j, False
+            if i in weights:
+                yield _weight_token(raw, i)
+                prev_end = ends[i + 1]
+                i += 2
+        elif kinds[i] == _KW:
+            yield Token("KEYWORD", src[starts[i]:ends[i]], starts[i], ends[i])
+            prev_end = ends[i]
+            opts = options.get(i)
             if opts is not None:
-                options, a, b = opts
-                yield Token("OPTIONS", src[a:b], a, b, options)
-                prev_end = b
-        elif item.kw == -2:
+                yield Token("OPTIONS", src[opts[1]:opts[2]], opts[1], opts[2], opts[0])
+                prev_end = opts[2]
+            i, body = i + 1, True
+        elif i in closes:
+            yield Token("RBRACKET", "]", starts[i], ends[i])
+            prev_end = ends[i]
+            i += 1
+            if i in weights:
+                yield _weight_token(raw, i)
+                prev_end = ends[i + 1]
+                i += 2
+        else:
             yield Token("IMPLICIT_AND", "", prev_end, prev_end)
-        if item.group >= 0:
-            open_ = item.group
-            yield Token("LBRACKET", "[", starts[open_], ends[open_])
-            prev_end = ends[open_]
-            stack.append((groups[open_].items, 0, groups[open_]))
-            continue
-        a = b = prev_end  # an empty part sits right after whatever precedes it
-        stripped = ""
-        if item.first < item.last:
-            text = src[starts[item.first]:ends[item.last - 1]]
-            stripped = text.strip()
-            if stripped:
-                a = starts[item.first] + len(text) - len(text.lstrip())
-                b = a + len(stripped)
-        yield Token("TEXT", stripped, a, b)
-        prev_end = b
-        if item.wcolon >= 0:
-            yield _weight_token(raw, item.wcolon)
-            prev_end = ends[item.wcolon + 1]
+            body = True
+    if body:
+        yield Token("TEXT", "", prev_end, prev_end)
 
 
 def _weight_token(raw: _Raw, colon: int) -> _Tok:
@@ -381,17 +397,24 @@ def _weight_token(raw: _Raw, colon: int) -> _Tok:
     return _Tok("WEIGHT", m.group(1), raw.starts[colon], m.end(1))
 
 
+# ---------------------------------------------------------------------------------------------
+# The tree: Lark reduces the grammar's rules, this transformer builds their AST nodes
+
+
 _KEYWORDS = {k.value: k for k in Keyword}
 
 
-class _Builder:
-    """Inline LALR transformer: builds AST nodes at each reduction (no tree, no recursion).
+class _ToAst(Transformer):
+    """Called by the LALR parser at each reduction (inline: no parse tree, no recursion), one
+    method per rule of ``grammar/neutral_prompt.lark``.
 
-    ``prompt`` reductions accumulate parts in a list; ``part`` (for a group's inside) and
-    :func:`parse` (for the root) turn such a list into a :class:`Prompt`.
+    ``prompt`` reductions append each further part to the list of parts so far (the rule is
+    left-recursive); :func:`_prompt` turns such a list into a :class:`Prompt`, for a group in
+    ``part`` and for the root in :func:`parse`.
     """
 
     def part(self, children):
+        """``TEXT WEIGHT?`` or ``LBRACKET prompt RBRACKET WEIGHT?`` -> (body, weight, weight span)."""
         first = children[0]
         if first.type == "TEXT":
             body = Leaf(first.value, Span(first.start_pos, first.end_pos))
@@ -404,6 +427,7 @@ class _Builder:
         return (body, 1.0, None)
 
     def prompt(self, children):
+        """``part`` or ``prompt (KEYWORD OPTIONS? | IMPLICIT_AND) part`` -> list of :class:`Part`."""
         if len(children) == 1:
             return [_part(None, None, children[0])]
         parts = children[0]
@@ -431,22 +455,22 @@ def _prompt(parts: list[Part]) -> Prompt:
     return Prompt(tuple(parts), Span(parts[0].span.start, parts[-1].span.end))
 
 
-def grammar_text() -> str:
-    """The text of ``grammar/neutral_prompt.lark`` (shipped as ``neutral_lang.grammar``)."""
+def grammar_text(name: str = "neutral_prompt.lark") -> str:
+    """The text of a grammar file of ``grammar/`` (shipped as ``neutral_lang.grammar``)."""
     try:
-        return resources.files("neutral_lang.grammar").joinpath("neutral_prompt.lark").read_text("utf-8")
+        return resources.files("neutral_lang.grammar").joinpath(name).read_text("utf-8")
     except (ModuleNotFoundError, FileNotFoundError):  # running from a source tree, not installed
-        return (Path(__file__).resolve().parent.parent / "grammar" / "neutral_prompt.lark").read_text("utf-8")
+        return (Path(__file__).resolve().parent.parent / "grammar" / name).read_text("utf-8")
 
 
-class _StructureLexer(Lexer):
-    """Lark's view of our lexer: "text" is a :class:`_Structure`, already analysed."""
+class _NeutralLexer(Lexer):
+    """Lark's view of the lexer: the "text" it is given is a :class:`_Raw` token list."""
 
     def __init__(self, lexer_conf):
         pass
 
-    def lex(self, structure):
-        return _tokens(structure)
+    def lex(self, raw):
+        return _terminals(raw)
 
 
 @lru_cache(maxsize=1)
@@ -455,8 +479,8 @@ def _lalr() -> Lark:
         grammar_text(),
         start="prompt",
         parser="lalr",
-        lexer=_StructureLexer,
-        transformer=_Builder(),
+        lexer=_NeutralLexer,
+        transformer=_ToAst(),
         # No table cache: Lark's is a pickle in the shared temp dir, which another user could plant
         # (docs/reliability.md). Building the tables costs tens of milliseconds, once per process.
         cache=False,
@@ -497,6 +521,5 @@ def parse(text: str, *, strict: bool = False) -> Prompt:
         raise TypeError(f"parse() takes a str, not {type(text).__name__}")
     if strict:
         _check_balanced(text)
-    structure = _Structure(_Raw(text))
-    parts = _lalr().parse(structure)  # type: ignore[arg-type]
+    parts = _lalr().parse(_Raw(text))  # type: ignore[arg-type]
     return Prompt(tuple(parts), Span(parts[0].span.start, parts[-1].span.end), text)

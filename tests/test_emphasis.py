@@ -336,10 +336,10 @@ def test_schedule_ends_increase_to_steps(text, steps):
 # Structure
 
 
-def test_leaf_grammar_comes_from_the_one_grammar_file():
+def test_leaf_grammar_is_its_own_file():
     grammar = emphasis.leaf_grammar()
     assert re.search(r"^!leaf_prompt:", grammar, re.M)
-    assert "neutral layer" not in grammar
+    assert "KEYWORD" not in grammar and "%declare" not in grammar
 
 
 def test_import_is_cheap():
