@@ -8,14 +8,17 @@ Spans are half-open character offsets into the source text. Whitespace around a 
 not significant: ``Leaf.text`` is the trimmed text and ``Leaf.span`` covers exactly that text
 (a zero-width span for an empty leaf).
 
-Deeply nested prompts (10^4 levels parse fine) make deep trees: the generated ``==`` and ``repr``
-of these dataclasses recurse, so code that must handle any depth walks trees with
-:func:`iter_parts` instead.
+Deeply nested prompts (10^4 levels parse fine) make deep trees, so the nodes that nest
+(:class:`Prompt`, :class:`Part`, :class:`Group`) define ``==``, ``hash``, ``repr``, pickling and
+copying without recursion (the dataclass-generated ones recurse, and fail near 100 levels): they
+read the tree as a flat pre-order list of node records (:func:`_records`). ``repr`` prints what
+the generated one would. Code that walks trees uses :func:`iter_parts`, which is iterative too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import zip_longest
 from typing import Iterator, Union
 
 from .keywords import Keyword, is_fraction
@@ -49,6 +52,43 @@ class Option:
         return is_fraction(self.text)
 
 
+class _Nested:
+    """``==``, ``hash``, ``repr``, pickling and copying for nodes that nest, without recursion."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self is other or all(a == b for a, b in zip_longest(_records(self), _records(other), fillvalue=_END))
+
+    def __hash__(self) -> int:
+        return hash(tuple(_records(self)))
+
+    def __repr__(self) -> str:
+        out: list[str] = []
+        stack: list[object] = [self]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                out.append(item)
+            else:
+                stack.extend(reversed(item._repr_pieces()))  # type: ignore[attr-defined]
+        return "".join(out)
+
+    def __reduce__(self):
+        return _rebuild, (list(_records(self)),)
+
+    def __copy__(self):
+        return self  # immutable all the way down
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+_END = object()
+
+
 @dataclass(frozen=True, slots=True)
 class Leaf:
     """A part's text, passed to the text encoder as written (A1111 emphasis, editing and all)."""
@@ -57,19 +97,22 @@ class Leaf:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
-class Group:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Group(_Nested):
     """``[ prompt ]``: a bracket holding a prompt of two or more parts."""
 
     prompt: "Prompt"
     span: Span
 
+    def _repr_pieces(self) -> list:
+        return ["Group(prompt=", self.prompt, f", span={self.span!r})"]
+
 
 Body = Union[Leaf, Group]
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Part(_Nested):
     """One part of a prompt: its keyword, options, body and weight.
 
     ``keyword_span`` is ``None`` when the keyword is implicit: the first part of a prompt, or text
@@ -85,6 +128,14 @@ class Part:
     keyword_span: Span | None = None
     weight_span: Span | None = None
 
+    def _repr_pieces(self) -> list:
+        body = self.body if isinstance(self.body, _Nested) else repr(self.body)
+        return [
+            f"Part(keyword={self.keyword!r}, body=", body,
+            f", weight={self.weight!r}, span={self.span!r}, options={self.options!r}, "
+            f"keyword_span={self.keyword_span!r}, weight_span={self.weight_span!r})",
+        ]
+
     def option(self, name: str, default: float | None = None) -> float | None:
         for opt in self.options:
             if opt.name == name:
@@ -92,8 +143,8 @@ class Part:
         return default
 
 
-@dataclass(frozen=True, slots=True)
-class Prompt:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Prompt(_Nested):
     """A sequence of one or more parts. The root of every parse, and the inside of every group.
 
     ``source`` is the text a root was parsed from (``None`` inside groups and for trees built by
@@ -103,6 +154,52 @@ class Prompt:
     parts: tuple[Part, ...]
     span: Span
     source: str | None = None
+
+    def _repr_pieces(self) -> list:
+        pieces: list[object] = ["Prompt(parts=("]
+        for i, part in enumerate(self.parts):
+            pieces += [", " if i else "", part]
+        pieces.append(",)" if len(self.parts) == 1 else ")")
+        pieces.append(f", span={self.span!r}, source={self.source!r})")
+        return pieces
+
+
+def _records(node: object) -> Iterator[object]:
+    """The tree under ``node`` as a flat pre-order sequence: one tuple per nesting node (its class
+    and fields, a prompt's part count), leaves and other values as themselves."""
+    stack = [node]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Prompt):
+            yield (Prompt, x.span, x.source, len(x.parts))
+            stack.extend(reversed(x.parts))
+        elif isinstance(x, Part):
+            yield (Part, x.keyword, x.weight, x.span, x.options, x.keyword_span, x.weight_span)
+            stack.append(x.body)
+        elif isinstance(x, Group):
+            yield (Group, x.span)
+            stack.append(x.prompt)
+        else:
+            yield x
+
+
+def _rebuild(records: list) -> object:
+    """The inverse of :func:`_records` (for unpickling), without recursion."""
+    values: list = []
+    for rec in reversed(records):
+        if isinstance(rec, tuple) and rec and rec[0] is Prompt:
+            _, span, source, count = rec
+            parts = tuple(reversed(values[len(values) - count:]))  # the first part is on top
+            del values[len(values) - count:]
+            values.append(Prompt(parts, span, source))
+        elif isinstance(rec, tuple) and rec and rec[0] is Part:
+            _, keyword, weight, span, options, keyword_span, weight_span = rec
+            values.append(Part(keyword, values.pop(), weight, span, options, keyword_span, weight_span))
+        elif isinstance(rec, tuple) and rec and rec[0] is Group:
+            values.append(Group(values.pop(), rec[1]))
+        else:
+            values.append(rec)
+    return values[-1]
 
 
 def iter_parts(prompt: Prompt, *, depth: int = 0) -> Iterator[tuple[int, Part]]:

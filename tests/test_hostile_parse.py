@@ -1,0 +1,100 @@
+"""Hostile shapes: parsing and linting stay linear, and deep trees compare, hash, print, pickle and
+copy at any depth (issue 14; docs/reliability.md).
+
+Linear time is checked by counting work, not by timing: the number of Python line events traced
+while handling a shape of size n and 10n. Linear code does about 10x the work for 10x the input;
+the quadratic paths these tests pin did 100x (seconds to minutes at the sizes in the issue).
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import sys
+
+import pytest
+
+import neutral_lang as nl
+from neutral_lang import ast
+from neutral_lang.linter import lint
+
+
+def _work(fn) -> int:
+    """Python line events executed by ``fn()`` (a machine-independent measure of work)."""
+    count = 0
+
+    def tracer(frame, event, arg):
+        nonlocal count
+        if event == "line":
+            count += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        fn()
+    except nl.ParseError:
+        pass
+    finally:
+        sys.settrace(None)
+    return count
+
+
+def _growth(make, run, n: int = 300) -> float:
+    _work(lambda: run(make(n // 2)))  # build lazily created parsers first (not the texts: scans are cached)
+    return _work(lambda: run(make(10 * n))) / _work(lambda: run(make(n)))
+
+
+SHAPES = {
+    "unclosed '[ AND'": lambda n: "[ AND" * n,
+    "unclosed '[a AND '": lambda n: "[a AND " * n + "b",
+    "'AND(' runs": lambda n: "AND(" * n,
+    "'a AND ' parts": lambda n: "a AND " * n,
+    "nested groups": lambda n: "a AND [" * n + "b" + "]" * n,
+    "unclosed nesting": lambda n: "[[ AND " * n,
+    "weights everywhere": lambda n: "[a :1 AND b :2] :3 " * n,
+}
+
+
+@pytest.mark.parametrize("make", SHAPES.values(), ids=SHAPES.keys())
+def test_parse_is_linear(make):
+    assert _growth(make, nl.parse) < 13
+
+
+def test_strict_parse_is_linear():
+    assert _growth(lambda n: "[(" * n + "a AND b", lambda t: nl.parse(t, strict=True)) < 13
+
+
+def test_parse_of_sizes_that_took_minutes():
+    # "[a AND " * 10**5 + "b" did not finish in 600 s; "[ AND" * 8000 took 22 s.
+    assert len(nl.parse("[a AND " * 20_000 + "b").parts) == 20_001
+    assert len(nl.parse("[ AND" * 8000).parts) == 8001
+
+
+def _deep(depth: int, inner: str = "b") -> ast.Prompt:
+    return nl.parse("a AND_PERP [" * depth + inner + " AND c :2]" * depth)
+
+
+def test_deep_trees_compare_hash_print_pickle_and_copy():
+    depth = 10**4
+    tree, again, other = _deep(depth), _deep(depth), _deep(depth, "x")
+    assert tree == again and hash(tree) == hash(again)
+    assert tree != other
+    text = repr(tree)
+    assert text.startswith("Prompt(parts=(Part(keyword=<Keyword.AND: 'AND'>") and text.count("Group(prompt=") == depth
+    restored = pickle.loads(pickle.dumps(tree))
+    assert restored == tree and restored.source == tree.source
+    assert copy.deepcopy(tree) == tree and copy.copy(tree) == tree
+
+
+def test_repr_and_equality_match_the_dataclass_ones_on_small_trees():
+    tree = nl.parse("a AND_TOPK(k=0.1) [b AND c :2] :0.5 tail")
+    inner = tree.parts[1].body
+    # what the generated repr prints, by construction from the fields
+    assert repr(inner) == f"Group(prompt={inner.prompt!r}, span={inner.span!r})"
+    part = tree.parts[0]
+    assert repr(part) == (
+        f"Part(keyword={part.keyword!r}, body={part.body!r}, weight={part.weight!r}, span={part.span!r}, "
+        f"options={part.options!r}, keyword_span={part.keyword_span!r}, weight_span={part.weight_span!r})")
+    assert tree.parts[1] == nl.parse("x AND_TOPK(k=0.1) [b AND c :2] :0.5 tail").parts[1]
+    assert tree != nl.parse("a AND_TOPK(k=0.1) [b AND c :3] :0.5 tail")
+    assert (tree == 1) is False and tree.parts[0] != tree.parts[0].body
