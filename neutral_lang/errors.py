@@ -6,13 +6,34 @@ CLI) recognise it by class, never by its message.
 
 from __future__ import annotations
 
+import re
+from bisect import bisect_right
+from functools import lru_cache
+
+
+@lru_cache(maxsize=8)
+def _line_starts(text: str) -> tuple[int, ...]:
+    """Offsets where the lines of ``text`` start: built once per text, so that each of many
+    positions in one long text costs O(log n), not O(n) (issue 14)."""
+    return (0, *(m.end() for m in _NEWLINE.finditer(text)))
+
+
+_NEWLINE = re.compile("\n")
+
+
+def _line_of(text: str, pos: int) -> tuple[int, int, int]:
+    """0-based line index of ``pos``, and the offsets where that line starts and ends (before its newline)."""
+    starts = _line_starts(text)
+    i = bisect_right(starts, pos) - 1
+    end = starts[i + 1] - 1 if i + 1 < len(starts) else len(text)
+    return i, starts[i], end
+
 
 def line_col(text: str, pos: int) -> tuple[int, int]:
     """1-based line and column of character offset ``pos`` in ``text``."""
     pos = max(0, min(pos, len(text)))
-    line = text.count("\n", 0, pos) + 1
-    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
-    return line, column
+    i, start, _ = _line_of(text, pos)
+    return i + 1, pos - start + 1
 
 
 def caret_excerpt(text: str, pos: int, end: int | None = None, *, width: int = 72) -> str:
@@ -22,10 +43,7 @@ def caret_excerpt(text: str, pos: int, end: int | None = None, *, width: int = 7
     a 10^6-character prompt stays readable.
     """
     pos = max(0, min(pos, len(text)))
-    line_start = text.rfind("\n", 0, pos) + 1
-    line_end = text.find("\n", pos)
-    if line_end < 0:
-        line_end = len(text)
+    _, line_start, line_end = _line_of(text, pos)
     lo = max(line_start, pos - width // 2)
     hi = min(line_end, lo + width)
     prefix = "..." if lo > line_start else ""

@@ -55,10 +55,11 @@ _OPTION = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(" + NUMBER_RE + r")\s*
 class _Raw:
     """The original's token list, as parallel arrays (whitespace-only text pieces dropped)."""
 
-    __slots__ = ("src", "kinds", "starts", "ends", "options", "_num")
+    __slots__ = ("src", "kinds", "starts", "ends", "options", "_num", "on_nonfinite")
 
-    def __init__(self, src: str):
+    def __init__(self, src: str, on_nonfinite=None):
         self.src = src
+        self.on_nonfinite = on_nonfinite
         kinds: list[int] = []
         starts: list[int] = []
         ends: list[int] = []
@@ -389,11 +390,15 @@ def _weight_token(raw: _Raw, colon: int) -> _Tok:
     if m is None or abs(float(m.group(1))) == float("inf"):
         bad = (m or _NONFINITE.fullmatch(src, s, e)).group(1)
         at = src.index(bad, s)
-        raise NonFiniteWeightError(
+        err = NonFiniteWeightError(
             "non-finite weight", src, at, at + len(bad),
             hint="a weight is a finite decimal number such as 0.5, -1 or 1e-3; "
             "nan or inf would make the whole image NaN",
         )
+        if raw.on_nonfinite is None:
+            raise err
+        # Read on as if the weight were the finite number written in its place (same length).
+        return _Tok("WEIGHT", raw.on_nonfinite(err), raw.starts[colon], at + len(bad))
     return _Tok("WEIGHT", m.group(1), raw.starts[colon], m.end(1))
 
 
@@ -514,12 +519,27 @@ def parse(text: str, *, strict: bool = False) -> Prompt:
     """Parse a Neutral Prompt into its AST.
 
     Lenient (default): never fails on malformed brackets; unmatched ones are text, as A1111 reads
-    them. ``strict=True``: unbalanced ``[ ]`` or ``( )`` raise :class:`ParseError`. In both modes a
-    ``nan``/``inf`` weight or an invalid keyword option list raises :class:`ParseError`.
+    them. ``strict=True``: unbalanced ``[ ]`` or ``( )`` raise :class:`UnbalancedBracketError`. In
+    both modes a ``nan``/``inf`` weight raises :class:`NonFiniteWeightError` and an invalid keyword
+    option list an :class:`OptionError`; every error is a :class:`ParseError` with a position,
+    a caret excerpt and a hint (docs/language.md). ``TypeError`` for a text that is not a ``str``.
+    Linear time in the length of the text; no recursion at any depth.
     """
     if not isinstance(text, str):
         raise TypeError(f"parse() takes a str, not {type(text).__name__}")
     if strict:
         _check_balanced(text)
-    parts = _lalr().parse(_Raw(text))  # type: ignore[arg-type]
-    return Prompt(tuple(parts), Span(parts[0].span.start, parts[-1].span.end), text)
+    return _parse(_Raw(text))
+
+
+def parse_recovering(text: str, on_nonfinite) -> Prompt:
+    """Parse leniently, reporting each non-finite weight to ``on_nonfinite(err)`` instead of
+    raising, and reading on as if the number text it returns (as long as the one written, e.g.
+    ``"111"`` for ``nan``) were written there. Option errors still raise. One pass, however many
+    such weights: the linter uses it to report them all (neutral_lang/linter/engine.py)."""
+    return _parse(_Raw(text, on_nonfinite))
+
+
+def _parse(raw: _Raw) -> Prompt:
+    parts = _lalr().parse(raw)  # type: ignore[arg-type]
+    return Prompt(tuple(parts), Span(parts[0].span.start, parts[-1].span.end), raw.src)

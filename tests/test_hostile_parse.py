@@ -98,3 +98,36 @@ def test_repr_and_equality_match_the_dataclass_ones_on_small_trees():
     assert tree.parts[1] == nl.parse("x AND_TOPK(k=0.1) [b AND c :2] :0.5 tail").parts[1]
     assert tree != nl.parse("a AND_TOPK(k=0.1) [b AND c :3] :0.5 tail")
     assert (tree == 1) is False and tree.parts[0] != tree.parts[0].body
+
+
+LINT_SHAPES = {
+    "runs of colons": lambda n: ":" * n,
+    "colons after a word": lambda n: "x " + ":" * n,
+    "a non-finite weight per part": lambda n: "a:nan AND " * n,
+    "colon-number runs": lambda n: ":1" * n,
+}
+
+
+@pytest.mark.parametrize("make", LINT_SHAPES.values(), ids=LINT_SHAPES.keys())
+def test_lint_is_linear(make):
+    assert _growth(make, lint) < 13
+
+
+def test_lint_reports_every_non_finite_weight_in_one_reading():
+    # A re-parse per error used to stop at 100 errors, with no tree for the other rules.
+    found = lint("a:nan AND " * 150)
+    assert [d.code for d in found].count("NP401") == 150
+
+
+def test_error_positions_in_long_texts():
+    text = "x\n" * 1000 + "a AND b :nan"
+    err = pytest.raises(nl.ParseError, nl.parse, text).value
+    assert (err.line, err.column) == (1001, 10)
+    assert err.excerpt.splitlines() == ["a AND b :nan", "         ^~~"]
+
+
+def test_lint_of_sizes_that_took_minutes():
+    # Quadratic inside C calls (a regex match and a slice per colon; a line count per error),
+    # which counting Python lines does not see: ":" * 10**6 took over 150 s, now seconds.
+    assert [d.code for d in lint(":" * 200_000)] == ["NP403"]
+    assert len(lint("a:1e999 AND " * 20_000)) >= 20_000

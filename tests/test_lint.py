@@ -225,10 +225,10 @@ def test_parse_errors_are_diagnostics_and_linting_goes_on():
 def test_unknown_parse_error_is_np002(monkeypatch):
     from neutral_lang.linter import engine
 
-    def broken(text, **kw):
+    def broken(text, *args, **kw):
         raise nl.ParseError("something new", text, 1, 2, hint="write it differently")
 
-    monkeypatch.setattr(engine, "parse", broken)
+    monkeypatch.setattr(engine, "parse_recovering", broken)
     found = nl.lint("a AND_PREP b")
     assert [(d.code, d.span.start, d.span.end) for d in found] == [("NP002", 1, 2), ("NP301", 2, 10)]
     assert found[0].message == "something new" and found[0].hint == "write it differently"

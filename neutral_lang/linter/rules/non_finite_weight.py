@@ -27,6 +27,11 @@ def from_parse_error(err: ParseError, text: str):
     )
 
 
+def replacement(err: ParseError) -> str:
+    """What to read in place of the weight: any finite number of the same length keeps every
+    offset, "nan" -> "111"."""
+    return "1" * (err.end - err.pos)
+
+
 def recover(text: str, err: ParseError) -> str:
-    # Any finite number of the same length keeps every offset: "nan" -> "111".
-    return text[:err.pos] + "1" * (err.end - err.pos) + text[err.end:]
+    return text[:err.pos] + replacement(err) + text[err.end:]
