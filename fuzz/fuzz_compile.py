@@ -84,19 +84,8 @@ SEEDS = [
 
 
 def meaning(prompt: nl.Prompt):
-    """Parts, keywords, weights, leaf texts and options (sorted; fraction-ness of start/end), any depth."""
-    out, stack = [], [(0, prompt)]
-    while stack:
-        depth, p = stack.pop()
-        out.append(("(", depth, len(p.parts)))
-        for part in p.parts:
-            opts = tuple(sorted((o.name, o.value, o.is_fraction and o.name in ("start", "end")) for o in part.options))
-            body = part.body.text if isinstance(part.body, nl_ast.Leaf) else "<group>"
-            out.append((part.keyword.value, body, part.weight, opts))
-        for part in reversed(p.parts):
-            if isinstance(part.body, nl_ast.Group):
-                stack.append((depth + 1, part.body.prompt))
-    return out
+    """What a tree means, any depth: the one definition, ``neutral_lang.ast.meaning``."""
+    return nl_ast.meaning(prompt)
 
 
 _SQUARE = re.compile(r"\\.|[\[\]]", re.S)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from itertools import zip_longest
 from typing import Iterator, Union
 
-from .keywords import Keyword, is_fraction
+from .keywords import WINDOW_OPTIONS, Keyword, is_fraction
 
 __all__ = ["Keyword", "Span", "Option", "Leaf", "Group", "Body", "Part", "Prompt", "iter_parts", "meaning", "leaves"]
 
@@ -221,7 +221,7 @@ def meaning(prompt: Prompt) -> list[tuple]:
             depth,
             part.keyword,
             # only window bounds read the spelling (a step index or a fraction of the steps)
-            tuple(sorted((o.name, o.value, o.is_fraction if o.name in ("start", "end") else None)
+            tuple(sorted((o.name, o.value, o.is_fraction if o.name in WINDOW_OPTIONS else None)
                          for o in part.options)),
             part.weight,
             part.body.text if isinstance(part.body, Leaf) else None,

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
-    "OptionSpec", "KeywordSpec", "KEYWORDS", "Keyword", "SPECS", "OPTION_ORDER", "OPTION_DEFAULTS",
+    "OptionSpec", "KeywordSpec", "KEYWORDS", "WINDOW_OPTIONS", "is_fraction", "Keyword", "SPECS", "OPTION_ORDER", "OPTION_DEFAULTS",
     "KEYWORD_PATTERN", "KEYWORD_RE", "spec",
 ]
 
@@ -131,6 +131,9 @@ def spec(keyword: str | Keyword) -> KeywordSpec:
 
 #: The order the formatter writes options in (every option name of every keyword, first seen first).
 OPTION_ORDER: tuple[str, ...] = tuple(dict.fromkeys(o.name for k in KEYWORDS for o in k.options))
+
+#: Options whose spelling carries meaning: a step index (``2``) or a fraction of the steps (``0.2``).
+WINDOW_OPTIONS: frozenset[str] = frozenset(o.name for k in KEYWORDS for o in k.options if o.window)
 
 #: Default value of every option that has one (``start``/``end`` have none: the whole run).
 OPTION_DEFAULTS: dict[str, float] = {

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from .ast import Group, Keyword, Part, Prompt
 from .formatter import format as _format
-from .keywords import KEYWORD_RE, KEYWORDS as _TABLE
+from .keywords import KEYWORD_RE, KEYWORDS as _TABLE, WINDOW_OPTIONS
 from .lexical import NUMBER_RE, has_weight_like_tail
 from .parser import parse
 
@@ -97,7 +97,7 @@ def _map_shape(parts, children, make):
 
 
 def _normal_options(options: tuple) -> tuple:
-    return tuple(sorted((name, value, fraction and name in ("start", "end")) for name, value, fraction in options))
+    return tuple(sorted((name, value, fraction and name in WINDOW_OPTIONS) for name, value, fraction in options))
 
 
 def _part_shape(part: Part, body, normalize: bool) -> PartShape:

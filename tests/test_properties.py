@@ -50,9 +50,9 @@ def props(n: int):
 
 
 def meaning(prompt):
-    """What a prompt says: its shape, options in name order (``format`` writes them in a fixed
-    order), a fraction-or-index spelling only where it matters (``start``/``end``)."""
-    return T.shape(prompt, normalize=True)
+    """What a prompt says (the one definition, ``neutral_lang.ast.meaning``): options in name
+    order, a fraction-or-index spelling only where it matters (``start``/``end``)."""
+    return nl.ast.meaning(prompt)
 
 
 def _linter():

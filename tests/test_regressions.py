@@ -10,11 +10,10 @@ from __future__ import annotations
 import pytest
 
 import neutral_lang as nl
-from neutral_lang import testing as T
 
 
 def _meaning(prompt):
-    return T.shape(prompt, normalize=True)
+    return nl.ast.meaning(prompt)
 
 
 # --- format: parse(format(x)) means x ------------------------------------------------------------
