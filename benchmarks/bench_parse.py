@@ -4,7 +4,8 @@
 
 Prints a table of median times and the ratio baseline / ours. Targets (issue #2): a typical
 200-character prompt <= 100 us; 10^5 AND parts <= 2 s and <= 15x the time of 10^4; 10^4 levels
-of nesting without RecursionError; the original's exponential case in milliseconds.
+of nesting without RecursionError; the original's exponential case in milliseconds. Issue 14:
+the hostile shapes that were quadratic grow at most 15x for 10x the input.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def main() -> None:
 
     nl.parse("warm up")
     rows = []
+    growth = []
 
     def row(name, text, repeat, target="", baseline=True, base_repeat=None):
         ours = median_time(lambda: nl.parse(text), repeat)
@@ -72,7 +74,7 @@ def main() -> None:
         rows.append((name, len(text), fmt(ours), base if isinstance(base, str) else fmt(base), ratio, target))
         return ours
 
-    row(f"typical prompt ({len(TYPICAL)} chars)", TYPICAL, 2000, "ours <= 100 us")
+    row(f"typical prompt ({len(TYPICAL)} chars)", TYPICAL, 2000, "ours <= 100 us, ratio >= 0.67x")
     t4 = row("10^4 AND parts", " AND ".join(f"part {i}" for i in range(10**4)), 5)
     t5 = row("10^5 AND parts", " AND ".join(f"part {i}" for i in range(10**5)), 3,
              "ours <= 2 s", baseline=not args.quick, base_repeat=1)
@@ -82,6 +84,14 @@ def main() -> None:
         row(f"'x AND ' + '[[ AND ' * {n}", "x AND " + "[[ AND " * n, 3, "ms" if n == 18 else "")
     row("'x AND ' + '[[ AND ' * 22", "x AND " + "[[ AND " * 22, 20,
         "ms (original: ~12 s)", baseline=False)
+    # Hostile shapes (issue 14): each was quadratic or worse before; now linear, 10x input ~ 10x time.
+    for name, make, sizes in (
+        ("'[ AND' * n", lambda n: "[ AND" * n, (800, 8000)),
+        ("'[a AND ' * n + 'b'", lambda n: "[a AND " * n + "b", (10**4, 10**5)),
+        ("'AND(' * n", lambda n: "AND(" * n, (25_000, 250_000)),
+    ):
+        small, large = (row(f"{name}, n={n}", make(n), 3 if n == sizes[0] else 1, baseline=False) for n in sizes)
+        growth.append((name, large / small))
 
     header = ("case", "chars", "neutral_lang", "original-style", "ratio", "target")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
@@ -91,6 +101,8 @@ def main() -> None:
     for r in rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
     print(f"\ngrowth 10^4 -> 10^5 parts: {t5 / t4:.1f}x (target <= 15x)")
+    for name, ratio in growth:
+        print(f"growth {name}, 10x n: {ratio:.1f}x (target <= 15x)")
 
 
 if __name__ == "__main__":
