@@ -86,6 +86,9 @@ def test_linter_knows_it(row):
         assert row.name in scan.LONG_KEYWORDS
         assert [d.code for d in lint(f"a {row.name.lower()} b")] == ["NP302"]
         assert [d.code for d in lint(f"a {row.name}x b")] == ["NP303"]
+        swapped = row.name[:-2] + row.name[-1] + row.name[-2]  # one swap of neighbours
+        found = lint(f"a {swapped} b")
+        assert [(d.code, d.fix) for d in found] == [("NP301", row.name)]
 
 
 @pytest.mark.parametrize("row", ROWS, ids=NAMES)
