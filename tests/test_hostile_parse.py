@@ -131,3 +131,14 @@ def test_lint_of_sizes_that_took_minutes():
     # which counting Python lines does not see: ":" * 10**6 took over 150 s, now seconds.
     assert [d.code for d in lint(":" * 200_000)] == ["NP403"]
     assert len(lint("a:1e999 AND " * 20_000)) >= 20_000
+
+
+def test_lint_reads_on_with_a_finite_weight_after_an_overflowing_one():
+    # 400 nines overflow; so would 400 ones, which the recovery once wrote in their place.
+    text = "a :" + "9" * 400 + " AND b"
+    found = lint(text)
+    assert [d.code for d in found] == ["NP401"]
+    from neutral_lang.parser import parse_recovering
+
+    tree = parse_recovering(text, lambda err: "1".rjust(err.end - err.pos, "0"))
+    assert [p.weight for p in tree.parts] == [1.0, 1.0]

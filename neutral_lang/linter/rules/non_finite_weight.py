@@ -2,7 +2,7 @@
 
 The original extension read any ``float()`` as a weight, so ``nan`` and ``inf`` went through and
 turned the whole image into NaN. Here they are a parse error; the linter reports it and goes on
-as if the weight were a finite number.
+as if the weight were 1.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ def from_parse_error(err: ParseError, text: str):
 
 
 def replacement(err: ParseError) -> str:
-    """What to read in place of the weight: any finite number of the same length keeps every
-    offset, "nan" -> "111"."""
-    return "1" * (err.end - err.pos)
+    """What to read in place of the weight: the weight 1 written with as many characters, which
+    keeps every offset: "nan" -> "001". (Not "111...": 400 ones overflow to infinity too.)"""
+    return "1".rjust(err.end - err.pos, "0")
 
 
 def recover(text: str, err: ParseError) -> str:
