@@ -466,10 +466,14 @@ def _user_comment(tiff: bytes, label: str) -> str | None:
             f"{label}: reading a JPEG or WebP needs Pillow: pip install pillow "
             '(or pip install "neutral-lang[diffusers]")'
         ) from None
+    import warnings
+
     exif = Image.Exif()
     try:
-        exif.load(tiff)
-        raw = exif.get_ifd(0x8769).get(0x9286)
+        with warnings.catch_warnings():  # Pillow warns about each damaged tag; the result says enough
+            warnings.simplefilter("ignore")
+            exif.load(tiff)
+            raw = exif.get_ifd(0x8769).get(0x9286)
     except Exception as exc:  # Pillow raises several types on a damaged IFD
         raise InputError(f"{label}: damaged EXIF data ({type(exc).__name__})") from None
     if raw is None:

@@ -117,3 +117,27 @@ def test_program_diagnostics_are_the_linters_computed_once():
     assert [d.code for d in program.diagnostics] == ["NP301"]
     assert program.diagnostics is program.diagnostics
     assert nl.compile("a castle AND_PERP monster :-1").diagnostics == ()
+
+
+@pytest.mark.parametrize("signature", [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF\x10\x00\x00\x00WEBP", b""])
+def test_damaged_inputs_are_input_errors_never_crashes(signature, tmp_path):
+    """Random and truncated bytes behind each signature: a prompt or an InputError, nothing else."""
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import strategies as st
+
+    from tests.test_cli import PARAMETERS, make_png
+
+    good = make_png((b"zTXt", b"parameters\0\0" + __import__("zlib").compress(PARAMETERS.encode())))
+    path = tmp_path / "input.bin"
+
+    @hypothesis.settings(max_examples=150, deadline=None, derandomize=True)
+    @hypothesis.given(st.binary(max_size=300), st.integers(0, len(good)))
+    def check(tail: bytes, cut: int) -> None:
+        for data in (signature + tail, good[:cut] + tail):
+            path.write_bytes(data)
+            try:
+                inputs.read_input(str(path), limit=4096)
+            except inputs.InputError:
+                pass
+
+    check()
