@@ -109,7 +109,12 @@ def _run_one(nl, pipe, name: str, prompt: str, args, out: Path):
     image = nl.compile(prompt).run(pipe, trace=trace, **kwargs).images[0]
     seconds = time.perf_counter() - t0
     image_path = out / f"{name}.png"
-    image.resize((max(256, image.width), max(256, image.height)), resample=0).save(image_path)
+    from .infotext import encode, sampler_name, save_png
+
+    parameters = encode(prompt, steps=args.steps, sampler_name=sampler_name(pipe.scheduler),
+                        cfg_scale=args.guidance_scale, seed=args.seed, width=image.width, height=image.height,
+                        model=args.model or "embedded tiny random-weight pipeline")
+    save_png(image.resize((max(256, image.width), max(256, image.height)), resample=0), image_path, parameters)
     maps_path = out / f"{name}-guidance.png"
     guidance_maps(trace, prompt).save(maps_path)
     return image_path, maps_path, seconds

@@ -56,8 +56,9 @@ def test_demo_writes_images_and_guidance_maps(tmp_path, capsys):
     assert demo.main(parser.parse_args(["--out", str(tmp_path), "--steps", "3"])) == 0
     output = capsys.readouterr().out
     assert "RANDOM weights" in output and "lint: clean" in output and "plan:" in output
-    for name, _ in demo.PROMPTS:
+    for name, prompt in demo.PROMPTS:
         image = Image.open(tmp_path / f"{name}.png")
+        assert image.info["parameters"].startswith(prompt + "\nSteps: 3, ")  # A1111 infotext
         maps = Image.open(tmp_path / f"{name}-guidance.png")
         assert image.size[0] >= 256
         # one row of tiles per traced step: taller than the header and the legend alone
