@@ -414,7 +414,7 @@ def _flags(args: argparse.Namespace) -> dict:
 def _jobs(args: argparse.Namespace, sources: list[Source]) -> list:
     """One job per prompt. Precedence: a prompt file line's options over the command line's, the
     command line's over an image's infotext, and that over the defaults."""
-    from .generate import Job, Settings, refuse_unsupported, settings_from
+    from .generate import Job, Settings, honoured, settings_from
 
     flags = _flags(args)
     jobs = []
@@ -426,7 +426,7 @@ def _jobs(args: argparse.Namespace, sources: list[Source]) -> list:
             from .infotext import parse
 
             options.update(source.options)
-            options.update(refuse_unsupported(parse(source.parameters).extra, label))
+            options.update(honoured(parse(source.parameters).extra, label))
             options.update(flags)
         else:
             options.update(flags)

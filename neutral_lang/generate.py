@@ -20,16 +20,17 @@ from typing import Any, Callable, Iterable
 
 from .inputs import InputError
 
-__all__ = ["Settings", "Job", "check", "load", "generate", "Processes", "processes", "infotext_of"]
+__all__ = ["Settings", "Job", "check", "load", "generate", "Processes", "processes", "infotext_of", "honoured"]
 
 EXTRAS_HINT = 'pip install "neutral-lang[diffusers]"'
 
-#: infotext settings that change an image and that this package cannot reproduce: refused, never ignored.
-UNSUPPORTED_SETTINGS = (
-    "Hires", "Denoising strength", "Face restoration", "Tiling", "Variation seed", "Seed resize from",
-    "Refiner", "Mask blur", "Inpaint", "Eta", "ENSD", "Noise multiplier",
-)
+#: infotext settings that do not change the image, or that :func:`honoured` maps; any other setting
+#: of an infotext (Hires fix, Denoising strength, VAE, ADetailer, Token merging, ...) changes the image
+#: in a way this package cannot reproduce, so ``run --from`` refuses it instead of ignoring it.
+HARMLESS_SETTINGS = ("Model hash", "Lora hashes", "TI hashes", "Version", "RNG", "ENSD", "NGMS", "Grid")
 
+#: A1111's "Emphasis" setting -> the runner's ``emphasis=``.
+EMPHASIS = {"Original": "original", "No norm": "no_norm", "Ignore": "ignore", "None": "none"}
 
 @dataclass(frozen=True)
 class Settings:
@@ -46,6 +47,7 @@ class Settings:
     sampler_name: str | None = None
     cfg_rescale: float = 0.0
     clip_skip: int | None = None  # A1111's "Clip skip" (1: last layer)
+    emphasis: str = "original"  # A1111's "Emphasis" (docs/emphasis.md)
 
 
 @dataclass(frozen=True)
@@ -69,21 +71,27 @@ def settings_from(options: dict, base: Settings, *, label: str) -> Settings:
     return replace(base, **changes)
 
 
-def refuse_unsupported(extra: dict, label: str) -> dict:
-    """Raise :class:`InputError` for infotext settings in ``extra`` that change an image and that
-    cannot be reproduced here; returns the honoured ones (``Clip skip``) as settings."""
-    out = {}
+def honoured(extra: dict, label: str) -> dict:
+    """The settings an infotext's ``extra`` keys give (``Clip skip``, ``Emphasis``, ``Schedule type``
+    as read by :func:`neutral_lang.infotext.parse`); raises :class:`InputError` naming the first key
+    that would change the image and that cannot be reproduced here."""
+    out: dict = {}
     for key, value in extra.items():
+        if key in HARMLESS_SETTINGS:
+            continue
         if key == "Clip skip":
             try:
                 out["clip_skip"] = int(value)
             except ValueError:
                 raise InputError(f"{label}: Clip skip {value!r} is not a number") from None
-            continue
-        if any(key.startswith(prefix) for prefix in UNSUPPORTED_SETTINGS):
+        elif key == "Emphasis" and value in EMPHASIS:
+            out["emphasis"] = EMPHASIS[value]
+        elif key == "Schedule type" and value in ("Automatic", "Karras"):
+            continue  # Karras is folded into the sampler name
+        else:
             raise InputError(
-                f"{label}: its infotext has '{key}: {value}', which changes the image and which "
-                "neutral-lang cannot reproduce; edit it out of the parameters to run the rest"
+                f"{label}: its infotext has '{key}: {value}', which changes the image in a way neutral-lang "
+                "cannot reproduce; remove it from the parameters to run the rest"
             )
     return out
 
@@ -331,7 +339,7 @@ def generate(pipe, jobs: list[Job], *, device: str, on_image: Callable[[Job, Any
             result = program.run(
                 pipe, negative_prompt=s.negative_prompt, num_inference_steps=s.steps, guidance_scale=s.cfg_scale,
                 generator=generator, clip_skip=None if not s.clip_skip or s.clip_skip == 1 else s.clip_skip - 1,
-                **size,
+                emphasis=s.emphasis, **size,
             )
             on_image(job, result.images[0])
             if progress is not None:
@@ -349,7 +357,10 @@ def infotext_of(job: Job, image, *, pipe, model: str, extra: dict | None = None)
         job.prompt, negative_prompt=s.negative_prompt, steps=s.steps,
         sampler_name=s.sampler_name or sampler_name(pipe.scheduler), cfg_scale=s.cfg_scale, seed=s.seed,
         width=image.width, height=image.height, model=model_name(model), cfg_rescale=s.cfg_rescale,
-        extra={**({"Clip skip": s.clip_skip} if s.clip_skip and s.clip_skip > 1 else {}), **(extra or {})},
+        extra={**({"Clip skip": s.clip_skip} if s.clip_skip and s.clip_skip > 1 else {}),
+               **({"Emphasis": next(k for k, v in EMPHASIS.items() if v == s.emphasis)}
+                  if s.emphasis != "original" else {}),
+               **(extra or {})},
     )
 
 
