@@ -97,6 +97,9 @@ def test_png_text_chunks_are_bounded():
     with pytest.raises(inputs.InputError, match="inflates past the input limit"):
         inputs.png_text_chunks(bomb, limit=1 << 20)
     assert inputs.png_text_chunks(bomb, limit=8 << 20)["parameters"] == "a" * (4 << 20)
+    huge = make_png((b"tEXt", b"parameters\0" + b"a" * (2 << 20)))  # plain text chunks are bounded too
+    with pytest.raises(inputs.InputError, match="a PNG tEXt chunk of 2097163 bytes is larger than the input limit"):
+        inputs.png_text_chunks(huge, limit=1 << 20)
 
 
 def test_sampler_names_round_trip():
