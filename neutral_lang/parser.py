@@ -1,12 +1,14 @@
 """Text -> AST: the bracket-aware lexer and the LALR parser of the neutral layer.
 
-The original extension decides whether ``[`` opens a group by trying to parse one and backing
-off when it holds fewer than two parts; nested unclosed brackets make that exponential, and its
-recursion fails at ~500 levels. Here the same decisions are made in one right-to-left sweep over
-the bracket positions, using three precomputed tables (next keyword, matching ``]``, next weight),
-so every ``[`` is decided once, in O(1) amortised, without recursion. The lexer then emits the
-terminals of ``grammar/neutral_prompt.lark`` and Lark's LALR parser builds the AST through an
-inline transformer (reductions happen as the parser runs: no recursion there either).
+Three steps, each linear in the text and free of recursion (docs/architecture.md, "The front end"):
+
+1. :class:`_Raw` splits the text at ``[``, ``]``, ``:`` and keywords and reads option lists;
+2. :class:`_Classes` decides what the grammar cannot: which ``[`` opens a group (the original
+   extension tried to parse one and backed off when it held fewer than two parts: exponential on
+   nested unclosed brackets) and which ``:`` starts a weight; :func:`_terminals` then emits the
+   terminals of ``grammar/neutral_prompt.lark`` in source order;
+3. Lark's LALR parser reduces the grammar's rules and :class:`_ToAst`, one method per rule, builds
+   the AST at each reduction.
 
 Reading rules (docs/language.md), as the original tokenizer sees text: it splits at ``[``, ``]``,
 ``:`` and whole-word keywords, and ignores whitespace-only pieces between them. Deliberate
