@@ -26,8 +26,9 @@ EXTRAS_HINT = 'pip install "neutral-lang[diffusers]"'
 
 #: infotext settings that do not change the image, or that :func:`honoured` maps; any other setting
 #: of an infotext (Hires fix, Denoising strength, VAE, ADetailer, Token merging, ...) changes the image
-#: in a way this package cannot reproduce, so ``run --from`` refuses it instead of ignoring it.
-HARMLESS_SETTINGS = ("Model hash", "Lora hashes", "TI hashes", "Version", "RNG", "ENSD", "NGMS", "Grid")
+#: in a way this package cannot reproduce, so ``run --from`` refuses it instead of ignoring it. ``Lora
+#: hashes`` and ``TI hashes`` are refused too: the command line loads no LoRA or embedding.
+HARMLESS_SETTINGS = ("Model hash", "Version", "RNG", "ENSD", "NGMS", "Grid")
 
 #: A1111's "Emphasis" setting -> the runner's ``emphasis=``.
 EMPHASIS = {"Original": "original", "No norm": "no_norm", "Ignore": "ignore", "None": "none"}

@@ -167,9 +167,11 @@ def test_grid_across_two_processes_equals_one_process(model, tmp_path):
 def test_run_from_honours_or_refuses_every_infotext_setting(model, tmp_path, capsys):
     source = tmp_path / "a1111.png"
     base = "a castle AND_PERP monster :-1\nSteps: 2, Sampler: Euler, CFG scale: 5, Seed: 4, Size: 32x32, Model hash: abc"
-    infotext.save_png(Image.new("RGB", (8, 8)), source, base + ", Hires upscale: 2, Hires steps: 10")
-    assert cli.main(["run", "--model", model, "--from", str(source), "--out", str(tmp_path / "x.png")]) == 2
-    assert "its infotext has 'Hires upscale: 2', which changes the image" in capsys.readouterr().err
+    for extra, named in ((", Hires upscale: 2, Hires steps: 10", "Hires upscale: 2"),
+                         (', Lora hashes: "detail: 0123abcd"', "Lora hashes: detail: 0123abcd")):
+        infotext.save_png(Image.new("RGB", (8, 8)), source, base + extra)
+        assert cli.main(["run", "--model", model, "--from", str(source), "--out", str(tmp_path / "x.png")]) == 2
+        assert f"its infotext has '{named}', which changes the image" in capsys.readouterr().err
     infotext.save_png(Image.new("RGB", (8, 8)), source, base + ", Clip skip: 2, Emphasis: No norm")
     out = tmp_path / "again.png"
     assert cli.main(["run", "--model", model, "--from", str(source), "--device", "cpu", "--out", str(out)]) == 0
