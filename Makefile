@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.neutral-lang-installed
 
-.PHONY: test demo bench fuzz install clean
+.PHONY: test demo bench fuzz install clean train-toy
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m neutral_lang demo
+
+# Trains the toy model from scratch into TOY_OUT (about 50 min on 2 CPU cores, see docs/toy.md);
+# TOY_OUT=neutral_lang/toy/weights replaces the shipped weights.
+TOY_OUT ?= toy-run
+train-toy: $(STAMP)
+	$(PY) -m neutral_lang.toy.train --out $(TOY_OUT) --minutes 48 --vae-minutes 6 --threads 1 --seed 0
 
 bench: $(STAMP)
 	@$(PY) benchmarks/run.py || { echo "make bench: failed; see 'benchmarks that failed' above" >&2; exit 1; }

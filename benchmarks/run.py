@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPTS = ("bench_parse.py", "bench_guide.py", "bench_diffusers.py", "bench_families.py", "bench_cli.py")
+SCRIPTS = ("bench_parse.py", "bench_guide.py", "bench_diffusers.py", "bench_families.py", "bench_cli.py", "bench_faithfulness.py")
 
 
 def main() -> int:

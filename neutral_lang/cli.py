@@ -9,7 +9,7 @@
     neutral-lang run --model PATH_OR_ID "a castle AND_PERP monster :-1" --steps 30 --out castle.png
     neutral-lang run --model PATH_OR_ID --from 00012-1195978169.png   # regenerate from an infotext
     neutral-lang grid --model PATH_OR_ID "a AND_TOPK glasses :0" --x "weight:2=0-1 [5]" --y "seed=1,2"
-    neutral-lang demo                                        # offline, tiny random-weight pipeline
+    neutral-lang demo                                        # offline, on the toy model (docs/toy.md)
 
 Inputs (every subcommand; :mod:`neutral_lang.inputs`): a positional argument that names an existing
 file is that file, ``-`` is stdin, anything else is prompt text; ``-c TEXT`` is always text and
@@ -349,9 +349,9 @@ _RUN_DEFAULTS = {"steps": 30, "seed": 0, "cfg_scale": 7.0, "cfg_rescale": 0.0}
 
 def _add_generation(p: argparse.ArgumentParser) -> None:
     """Options shared by ``run`` and ``grid``: the model, the settings of each image, the device."""
-    p.add_argument("--model", required=True, metavar="PATH_OR_ID",
+    p.add_argument("--model", default=None, metavar="PATH_OR_ID",
                    help="a diffusers model folder, a single-file .safetensors/.ckpt checkpoint, "
-                   "or a hub id already in the local cache")
+                   "or a hub id already in the local cache (default: the toy model, docs/toy.md)")
     p.add_argument("--config", metavar="FOLDER_OR_ID", default=None,
                    help="for a single-file checkpoint: the diffusers model whose configuration it uses")
     p.add_argument("--negative", default=None, metavar="TEXT",
@@ -467,6 +467,10 @@ def _prepare(args: argparse.Namespace, jobs: list, sources: list[Source], out_pa
 
     in_paths = [*(a for a in args.inputs if os.path.isfile(a)), *args.files, *getattr(args, "from_images", [])]
     check(jobs, device=args.device, out_paths=out_paths, in_paths=in_paths)
+    if args.model is None:  # the toy model the package ships (neutral_lang.toy)
+        from .toy import WEIGHTS
+
+        args.model = str(WEIGHTS)
     model_kind(args.model)  # a missing local path is answered now, not after importing diffusers
     procs = processes(args.device)
     if _compile_and_warn(jobs, sources, show=procs.is_main):
@@ -628,7 +632,7 @@ def add_demo(sub) -> None:
     from .demo import add_arguments
 
     p = sub.add_parser("demo", help="lint, explain and run the example prompts; write images and guidance maps",
-                       description="Offline on the embedded tiny random-weight pipeline, or --model.")
+                       description="Offline on the toy model shipped with the package, or --model / --random.")
     add_arguments(p)
     p.set_defaults(handler=cmd_demo)
 

@@ -53,13 +53,11 @@ def test_run_reports_a_bad_prompt_with_a_caret(saved_model, capsys):
 def test_demo_writes_images_and_guidance_maps(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     demo.add_arguments(parser)
-    assert demo.main(parser.parse_args(["--out", str(tmp_path), "--steps", "3"])) == 0
+    assert demo.main(parser.parse_args(["--random", "--out", str(tmp_path), "--steps", "3"])) == 0
     output = capsys.readouterr().out
     assert "RANDOM weights" in output and "lint: clean" in output and "plan:" in output
     for name, prompt in demo.PROMPTS:
-        image = Image.open(tmp_path / f"{name}.png")
-        assert image.info["parameters"].startswith(prompt + "\nSteps: 3, ")  # A1111 infotext
-        maps = Image.open(tmp_path / f"{name}-guidance.png")
-        assert image.size[0] >= 256
-        # one row of tiles per traced step: taller than the header and the legend alone
-        assert maps.size[1] > 3 * 96
+        figure = Image.open(tmp_path / f"{name}.png")
+        assert figure.info["parameters"].startswith(prompt + "\nSteps: 3, ")  # A1111 infotext
+        # the before and after images (256 px each) side by side, the guidance maps below them
+        assert figure.size[0] >= 2 * 256 and figure.size[1] > 256 + 96

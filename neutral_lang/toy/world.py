@@ -38,6 +38,8 @@ POSITIONS = {
     "bottom": (32.0, 48.0),
     "centre": (32.0, 32.0),
 }
+#: each position and the one across the image from it.
+OPPOSITE = {"left": "right", "right": "left", "top": "bottom", "bottom": "top", "centre": "top"}
 #: name -> (lowest, highest) radius in pixels (half the side of the bounding square).
 SIZES = {"small": (6.0, 7.5), "big": (11.0, 13.0)}
 #: how a caption says where an object is.
