@@ -351,7 +351,7 @@ def _add_generation(p: argparse.ArgumentParser) -> None:
     """Options shared by ``run`` and ``grid``: the model, the settings of each image, the device."""
     p.add_argument("--model", default=None, metavar="PATH_OR_ID",
                    help="a diffusers model folder, a single-file .safetensors/.ckpt checkpoint, "
-                   "or a hub id already in the local cache (default: the toy model, docs/toy.md)")
+                   "or a hub id already in the local cache (default: the toy model the package ships)")
     p.add_argument("--config", metavar="FOLDER_OR_ID", default=None,
                    help="for a single-file checkpoint: the diffusers model whose configuration it uses")
     p.add_argument("--negative", default=None, metavar="TEXT",
