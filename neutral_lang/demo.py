@@ -39,14 +39,15 @@ class Comparison:
 TOY = (
     Comparison(
         "AND", "AND",
-        "AND adds a second prompt's guidance: a blue square joins the red circle.",
+        "AND adds a second prompt's guidance. The claim (composable diffusion): a blue square joins "
+        "the red circle. Compare the panels; docs/toy.md measures it over 50 seeds.",
         (("before", "a red circle on the left"),
          ("after: AND", "a red circle on the left AND a blue square on the right")),
     ),
     Comparison(
         "AND_PERP", "AND_PERP",
         "A negative AND on a concept the subject shares (its colour) attacks the subject itself; "
-        "AND_PERP removes only the part of the concept the subject does not share.",
+        "AND_PERP removes only the part of the concept the subject does not share (Perp-Neg's claim).",
         (("before", "a yellow circle"),
          ("negative AND", "a yellow circle AND a yellow shape :-1"),
          ("AND_PERP", "a yellow circle AND_PERP a yellow shape :-1")),
@@ -54,22 +55,23 @@ TOY = (
     Comparison(
         "AND_TOPK", "AND_TOPK",
         "At a small weight, AND_TOPK edits only the few latent pixels where the concept pulls "
-        "hardest; AND at the same weight moves the whole image.",
+        "hardest (SEGA's claim: the composition stays); AND at the same weight moves the whole image.",
         (("before", "a green square at the top"),
          ("AND :0.4", "a green square at the top AND a red shape :0.4"),
          ("AND_TOPK :0.4", "a green square at the top AND_TOPK a red shape :0.4")),
     ),
     Comparison(
         "AND_SALT", "AND_SALT",
-        "AND averages two subjects' guidance everywhere; with AND_SALT each latent pixel follows "
-        "the prompt that is most salient there.",
+        "AND adds two subjects' guidance everywhere; with AND_SALT each latent pixel follows the "
+        "prompt that is most salient there (MagicFusion's claim: both subjects in one image).",
         (("before", "a red circle"),
          ("AND", "a red circle AND a blue triangle"),
          ("AND_SALT", "a red circle AND_SALT a blue triangle")),
     ),
     Comparison(
         "weights", "weights",
-        "The weight of an AND part, from 0 to 1: where does the blue square appear?",
+        "The weight of an AND part, from 0 to 1 (the seed's XYZ study): where does the blue square "
+        "appear?",
         tuple((f":{w}", f"a red circle on the left AND a blue square on the right :{w}")
               for w in ("0", "0.25", "0.5", "0.75", "1")),
     ),
