@@ -427,3 +427,18 @@ def test_t5_truncation_warns_with_the_lost_text(flux_t5):
         warnings.simplefilter("always")
         encoder.encode("a castle glasses dog")
     assert any("'dog'" in str(w.message) for w in caught)
+
+
+def test_flux_t5_reads_multi_vector_textual_inversion_as_the_pipeline():
+    # Flux rewrites "<toy>" to "<toy> <toy>_1" for T5 (maybe_convert_prompt), and so does run()
+    pipe = tiny_families.flux_pipeline()
+    pipe.tokenizer_2.add_tokens(["<toy>", "<toy>_1"])
+    pipe.text_encoder_2.resize_token_embeddings(len(pipe.tokenizer_2))
+    with torch.no_grad():
+        pipe.text_encoder_2.get_input_embeddings().weight[-2:] = torch.randn(2, tiny_families.T5_HIDDEN)
+    prompt = "a <toy> castle"
+    assert_identity(ours(pipe, "flux", prompt), plain(pipe, "flux", prompt))
+    weights = T5TextEncoder(pipe.tokenizer_2, pipe.text_encoder_2, max_length=16, device="cpu",
+                            convert=lambda t: pipe.maybe_convert_prompt(t, pipe.tokenizer_2)).tokenize(
+        "a (<toy>:1.5) castle")[2]
+    assert weights[:4] == [1.0, 1.5, 1.5, 1.0]  # ▁a <toy> <toy>_1 ▁castle

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -65,12 +66,19 @@ class T5Encoding:
     mask: torch.Tensor
 
 
-def weighted_text(text: str, emphasis: str = "original", *, lower_strip: bool = False) -> tuple[str, list[float]]:
+def weighted_text(
+    text: str,
+    emphasis: str = "original",
+    *,
+    lower_strip: bool = False,
+    convert: Callable[[str], str] | None = None,
+) -> tuple[str, list[float]]:
     """The text T5 reads for the leaf ``text`` and one emphasis weight per character of it.
 
-    ``lower_strip`` is PixArt's preprocessing (``text.lower().strip()``), done run by run so
-    that each character keeps its weight (where lower-casing changes a run's length, the run's
-    weight covers the new run).
+    ``convert`` rewrites each run first (the pipeline's ``maybe_convert_prompt``: a multi-vector
+    textual-inversion token ``<t>`` becomes ``<t> <t>_1 ...``); ``lower_strip`` is PixArt's
+    preprocessing (``text.lower().strip()``). Both work run by run, so each character keeps its
+    run's weight (a run that changes length keeps its weight over the new run).
     """
     if emphasis == "none":
         runs = [(text, 1.0)]
@@ -80,6 +88,8 @@ def weighted_text(text: str, emphasis: str = "original", *, lower_strip: bool = 
         runs = [(fragment, 1.0) for fragment, _ in runs]
     pieces, weights = [], []
     for fragment, weight in runs:
+        if convert is not None and fragment.strip():
+            fragment = convert(fragment)
         if lower_strip:
             fragment = fragment.lower()
         pieces.append(fragment)
@@ -98,7 +108,8 @@ class T5TextEncoder:
     ``max_length`` is the pipeline's ``max_sequence_length``; ``pass_mask`` says whether the
     pipeline gives the attention mask to the encoder (PixArt, AuraFlow) or not (SD3, Flux);
     ``zero_padding`` whether it multiplies the output by the mask (AuraFlow); ``lower_strip``
-    whether it lower-cases and strips the text first (PixArt-Sigma without caption cleaning). Results are
+    whether it lower-cases and strips the text first (PixArt-Sigma without caption cleaning);
+    ``convert`` is the pipeline's textual-inversion rewrite for this tokenizer (Flux). Results are
     cached per text; the encoding of a text never depends on what else was encoded.
     """
 
@@ -114,6 +125,7 @@ class T5TextEncoder:
         zero_padding: bool = False,
         lower_strip: bool = False,
         lora_scale: float | None = None,
+        convert: Callable[[str], str] | None = None,
     ):
         if emphasis not in EMPHASIS_MODES:
             raise ValueError(f"Expected emphasis to be one of {EMPHASIS_MODES}, but got {emphasis!r}.")
@@ -131,6 +143,7 @@ class T5TextEncoder:
         self.zero_padding = zero_padding
         self.lower_strip = lower_strip
         self.lora_scale = lora_scale
+        self.convert = convert
         self._cache: dict[str, T5Encoding] = {}
 
     def encode(self, text: str) -> T5Encoding:
@@ -142,7 +155,7 @@ class T5TextEncoder:
 
     def tokenize(self, text: str) -> tuple[list[int], list[int], list[float]]:
         """``(input_ids, attention_mask, weights)`` of ``text``, each ``max_length`` long."""
-        plain, char_weights = weighted_text(text, self.emphasis, lower_strip=self.lower_strip)
+        plain, char_weights = weighted_text(text, self.emphasis, lower_strip=self.lower_strip, convert=self.convert)
         encoded = self.tokenizer(
             plain,
             padding="max_length",
@@ -322,6 +335,15 @@ class SD3TextEncoder:
         return Conditioning(torch.zeros_like(empty.hidden), torch.zeros_like(empty.pooled))
 
 
+def _textual_inversion(pipe, tokenizer) -> Callable[[str], str] | None:
+    """The pipeline's rewrite of multi-vector textual-inversion tokens for ``tokenizer``, or None
+    (diffusers' ``TextualInversionLoaderMixin.maybe_convert_prompt``, which Flux applies to T5)."""
+    convert = getattr(pipe, "maybe_convert_prompt", None)
+    if convert is None:
+        return None
+    return lambda text: convert(text, tokenizer)
+
+
 class FluxTextEncoder:
     """Flux.1's two encoders: T5's sequence (``encoder_hidden_states``) and CLIP's pooled output
     (``pooled_projections``, from the first 75-token chunk, never emphasised: the pooled vector
@@ -338,6 +360,7 @@ class FluxTextEncoder:
             device=pipe._execution_device,
             emphasis=options.emphasis,
             lora_scale=options.lora_scale,
+            convert=_textual_inversion(pipe, pipe.tokenizer_2),
         )
         self._cache: dict[str, Conditioning] = {}
 
