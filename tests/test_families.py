@@ -442,3 +442,24 @@ def test_flux_t5_reads_multi_vector_textual_inversion_as_the_pipeline():
                             convert=lambda t: pipe.maybe_convert_prompt(t, pipe.tokenizer_2)).tokenize(
         "a (<toy>:1.5) castle")[2]
     assert weights[:4] == [1.0, 1.5, 1.5, 1.0]  # ▁a <toy> <toy>_1 ▁castle
+
+
+@pytest.mark.parametrize("name", ["sd3", "flux"])
+def test_lora_scale_reaches_the_transformer_and_the_text_encoders(name):
+    # joint_attention_kwargs={"scale": s} scales the transformer's LoRA and, in encode_prompt, the
+    # text encoders' (SD3: the two CLIPs; Flux: CLIP and T5)
+    peft = pytest.importorskip("peft")
+    pipe = FAMILIES[name][0]()
+    pipe.transformer.add_adapter(peft.LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"],
+                                                 init_lora_weights=False))
+    clip = peft.LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "k_proj", "v_proj"], init_lora_weights=False)
+    t5 = peft.LoraConfig(r=4, lora_alpha=4, target_modules=["q", "k", "v"], init_lora_weights=False)
+    peft.inject_adapter_in_model(clip, pipe.text_encoder)
+    peft.inject_adapter_in_model(clip if name == "sd3" else t5, pipe.text_encoder_2)  # Flux: T5
+    results = []
+    for scale in (0.5, 0.0):
+        extra = {"joint_attention_kwargs": {"scale": scale}}
+        got = ours(pipe, name, ONE, **extra)
+        assert_identity(got, plain(pipe, name, ONE, **extra))
+        results.append(got)
+    assert (results[0] - results[1]).abs().max() > 1e-3  # the scale matters
