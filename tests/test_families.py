@@ -463,3 +463,19 @@ def test_lora_scale_reaches_the_transformer_and_the_text_encoders(name):
         assert_identity(got, plain(pipe, name, ONE, **extra))
         results.append(got)
     assert (results[0] - results[1]).abs().max() > 1e-3  # the scale matters
+
+
+@pytest.mark.parametrize("name", ["pixart", "auraflow"])
+def test_one_part_programs_run_these_pipelines_unhooked(pipes, name):
+    # direct_inputs: the pipeline's own [u, c] step on the program's embeddings, no hook at all
+    pipe = pipes[name]
+    seen = []
+    probe = pipe.transformer.register_forward_pre_hook(lambda m, a, k: seen.append(len(m._forward_pre_hooks)),
+                                                       with_kwargs=True)
+    try:
+        with DenoiserCalls(pipe) as calls:
+            ours(pipe, name, ONE)
+    finally:
+        probe.remove()
+    assert [c["rows"] for c in calls.calls] == [2] * STEPS
+    assert seen == [1] * STEPS  # only the probe itself

@@ -91,6 +91,15 @@ class PixArtAdapter(FamilyAdapter):
             "negative_prompt_attention_mask": carrier.mask,
         }
 
+    def direct_inputs(self, cond: Any, uncond: Any) -> dict:
+        return {
+            "negative_prompt": None,
+            "prompt_embeds": cond.hidden,
+            "negative_prompt_embeds": uncond.hidden,
+            "prompt_attention_mask": cond.mask,
+            "negative_prompt_attention_mask": uncond.mask,
+        }
+
     def set_text(self, kwargs: dict, hidden: Any, pooled: Any, mask: Any) -> None:
         kwargs["encoder_hidden_states"] = hidden
         kwargs["encoder_attention_mask"] = mask
@@ -159,6 +168,9 @@ class AuraFlowAdapter(FamilyAdapter):
             "prompt_attention_mask": mask,
             "negative_prompt_attention_mask": mask,
         }
+
+    def direct_inputs(self, cond: Any, uncond: Any) -> dict:
+        return {**self.pipeline_inputs(uncond), "prompt_embeds": cond.hidden}
 
     def set_text(self, kwargs: dict, hidden: Any, pooled: Any, mask: Any) -> None:
         kwargs["encoder_hidden_states"] = hidden

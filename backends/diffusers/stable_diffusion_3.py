@@ -85,6 +85,10 @@ class StableDiffusion3Adapter(FamilyAdapter):
             "negative_pooled_prompt_embeds": carrier.pooled,
         }
 
+    # No direct_inputs: given embeddings, SD3's encode_prompt does not repeat them for
+    # num_images_per_prompt, so a one-part program goes through the hooks (which keep the
+    # pipeline's own CFG step).
+
     def set_text(self, kwargs: dict, hidden: Any, pooled: Any, mask: Any) -> None:
         kwargs["encoder_hidden_states"] = hidden
         kwargs["pooled_projections"] = pooled
