@@ -296,8 +296,19 @@ class Processes:
         return list(gather_object(items))
 
     def wait(self) -> None:
+        """Wait for every process, then close the process group: a gloo group still open when the
+        interpreter exits can abort the process ("terminate called without an active exception")
+        after all its images were written."""
         if self.count > 1:
             self.state.wait_for_everyone()
+            close = getattr(self.state, "destroy_process_group", None)  # accelerate >= 0.32
+            if close is not None:
+                close()
+            else:
+                import torch.distributed as dist
+
+                if dist.is_initialized():
+                    dist.destroy_process_group()
 
 
 def processes(device: str | None = None) -> Processes:
