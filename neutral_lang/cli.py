@@ -448,7 +448,7 @@ def _compile_and_warn(jobs: list, sources: list[Source], *, show: bool = True) -
             continue
         seen.add(job.prompt)
         try:
-            program = compile(job.prompt, cfg_rescale=float(job.settings.cfg_rescale))
+            program = compile(job.prompt)  # CFG rescale is a run-time argument (checked in settings)
         except ParseError as err:
             print(_parse_error_text(source, err), file=sys.stderr)
             status = EXIT_PROBLEMS

@@ -17,7 +17,7 @@ the diffusers one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
 from . import ast, ir
@@ -38,15 +38,14 @@ class Program:
 
     ``texts`` are the source prompts; ``ast`` their trees; ``ir`` the optimised IR (one root per
     prompt; one root in all when every prompt is the same text); ``plan`` the guidance plan;
-    ``cfg_rescale`` the CFG-rescale factor the plan applies; ``passes`` the passes that ran (a
-    runner recompiling with another option passes them on).
+    ``passes`` the passes that ran. Run-time settings (guidance scale, CFG rescale) are arguments
+    of :meth:`guide` and :meth:`run`, not part of the program.
     """
 
     texts: tuple[str, ...]
     ast: tuple[ast.Prompt, ...]
     ir: ir.Module
     plan: Plan
-    cfg_rescale: float
     passes: tuple[Pass, ...]
 
     @property
@@ -74,35 +73,37 @@ class Program:
         conds: Any,
         guidance_scale: float,
         *,
+        cfg_rescale: float = 0.0,
         step: int = 0,
         num_steps: int = 1,
         state: Any = None,
         trace: Any = None,
+        nonfinite: str = "warn",
     ) -> Any:
-        """The guided noise prediction ``u + s * full(root)`` (SPEC section 2) for one step.
+        """The guided noise prediction ``u + s * full(root)`` (docs/semantics.md) for one step.
 
         ``uncond`` is ``[B, C, H, W]``; ``conds`` is ``[P, B, C, H, W]`` (or a sequence of ``P``
         tensors ``[B, C, H, W]``) in :attr:`prompts` order. For a list of ``N`` prompts, ``B`` is a
         multiple of ``N`` and item ``b`` follows prompt ``b // (B // N)`` (diffusers'
-        ``num_images_per_prompt`` order); a single prompt applies to every item. ``step`` is the
-        0-based denoising step of ``num_steps``, for ``start``/``end`` windows. ``state`` (from
-        :meth:`new_state`) carries TOPK momentum from step to step; without it each call starts from
-        zero momentum, as if it were the first step. ``trace`` (a
-        ``neutral_lang.backends.torch.executor.Trace``) records intermediates. Inputs are not
+        ``num_images_per_prompt`` order); a single prompt applies to every item.
+        ``guidance_scale`` is ``s``; ``cfg_rescale`` ``r`` in [0, 1] rescales the result against
+        ``u + full(root)`` (arXiv 2305.08891 section 3.4; 0: off); both are finite real numbers
+        (numpy scalars too) given per call. ``step`` is the 0-based denoising step of
+        ``num_steps``, for ``start``/``end`` windows. ``state`` (from :meth:`new_state`) carries
+        TOPK momentum from step to step; without it each call starts from zero momentum, as if it
+        were the first step. ``trace`` (a ``neutral_lang.backends.torch.executor.Trace``) records
+        intermediates. ``nonfinite`` is ``"warn"`` (default) or ``"raise"``: what a NaN or inf in a
+        prediction causes (it is always reported, with the conditioning and step). Inputs are not
         modified; the result has ``uncond``'s dtype and device.
+
+        Raises ``TypeError``/``ValueError`` for bad arguments before any work, and
+        ``GuidanceError`` naming the step and prompt span when finite inputs overflow the dtype.
         """
         from neutral_lang.backends.torch.executor import execute
 
-        if not 0 <= step or num_steps < 1:
-            raise ValueError(f"Expected 0 <= step and num_steps >= 1, but got step={step}, num_steps={num_steps}.")
-        n = len(self.texts)
-        if n > 1 and getattr(uncond, "ndim", 0) >= 1 and uncond.shape[0] % n:
-            raise ValueError(
-                f"This program has {n} prompts, so the batch must be a multiple of {n} "
-                f"(item b uses prompt b // (B // {n})); got a batch of {uncond.shape[0]}."
-            )
         return execute(
-            self.plan, uncond, conds, guidance_scale, step=step, num_steps=num_steps, state=state, trace=trace
+            self.plan, uncond, conds, guidance_scale, cfg_rescale=cfg_rescale, step=step, num_steps=num_steps,
+            state=state, trace=trace, nonfinite=nonfinite,
         )
 
     def new_state(self) -> Any:
@@ -162,35 +163,66 @@ class Program:
 def compile(
     source: str | Sequence[str],
     *,
-    cfg_rescale: float = 0.0,
     passes: Sequence[Pass] | None = None,
     strict: bool = False,
+    **removed: Any,
 ) -> Program:
     """Compile a prompt, or a list of prompts (one per batch item block), to a :class:`Program`.
 
-    ``cfg_rescale`` in [0, 1] is the CFG-rescale factor (arXiv 2305.08891 section 3.4; 0: off).
-    ``passes`` replaces :data:`neutral_lang.passes.PASSES` (``()`` runs none: the plan follows the
-    source tree as written; for tests). ``strict`` is forwarded to :func:`~neutral_lang.parse`.
-    Results are cached on all arguments; the same arguments return the same object.
+    ``source`` is a ``str`` or a non-empty list/tuple of ``str``. ``passes`` replaces
+    :data:`neutral_lang.passes.PASSES` (``()`` runs none: the plan follows the source tree as
+    written; for tests). ``strict`` (a bool) is forwarded to :func:`~neutral_lang.parse`.
+    Results are cached on all arguments, in a cache bounded in bytes (:data:`CACHE_BYTES`): the
+    same arguments return the same object while it is cached.
+
+    Raises ``TypeError`` naming the expected types for anything else, including ``cfg_rescale``:
+    CFG rescale is a run-time setting (``Program.guide(..., cfg_rescale=r)``,
+    ``Program.run(pipe, guidance_rescale=r)``), like the guidance scale. ``ParseError`` for text
+    the parser cannot read in strict mode, or options a keyword does not take.
     """
-    key = source if isinstance(source, str) else tuple(source)
-    if type(cfg_rescale) is not float:  # the cache compares with ==: True would hit the entry of 1.0
-        if isinstance(cfg_rescale, bool) or not isinstance(cfg_rescale, int):
-            raise ValueError(f"Expected cfg_rescale to be between 0.0 and 1.0, but got {cfg_rescale!r}.")
-        cfg_rescale = float(cfg_rescale)
-    return _compile(key, cfg_rescale, None if passes is None else tuple(passes), strict)
+    if removed:
+        name = next(iter(removed))
+        if name == "cfg_rescale":
+            raise TypeError(
+                "compile() no longer takes cfg_rescale: CFG rescale is a run-time setting, like the guidance "
+                "scale. Pass it to Program.guide(..., cfg_rescale=r) or Program.run(pipe, guidance_rescale=r)."
+            )
+        raise TypeError(f"compile() got an unexpected keyword argument {name!r}")
+    if isinstance(source, str):
+        key: str | tuple[str, ...] = source
+    elif isinstance(source, (list, tuple)) and source and all(isinstance(t, str) for t in source):
+        key = tuple(source)
+    else:
+        raise TypeError(
+            "Expected compile() source to be a str or a non-empty list/tuple of str, "
+            f"but got {_kind(source)}."
+        )
+    if passes is not None:
+        if isinstance(passes, (str, bytes)) or not isinstance(passes, Sequence) or not all(callable(p) for p in passes):
+            raise TypeError(
+                f"Expected passes to be a sequence of functions ir.Module -> ir.Module, but got {_kind(passes)}."
+            )
+        passes = tuple(passes)
+    if not isinstance(strict, bool):
+        raise TypeError(f"Expected strict to be a bool, but got {type(strict).__name__}.")
+    cache_key = (key, passes, strict)
+    program = _CACHE.get(cache_key)
+    if program is None:
+        program = _compile(key, passes, strict)
+        _CACHE.put(cache_key, program, _estimate_bytes(program))
+    return program
 
 
-@lru_cache(maxsize=512)
-def _compile(source: str | tuple[str, ...], cfg_rescale: float, passes: tuple[Pass, ...] | None, strict: bool) -> Program:
+def _kind(value: Any) -> str:
+    if isinstance(value, (list, tuple)) and value:
+        inner = sorted({type(v).__name__ for v in value})
+        return f"a {type(value).__name__} of {', '.join(inner)}"
+    return f"an empty {type(value).__name__}" if isinstance(value, (list, tuple)) else type(value).__name__
+
+
+def _compile(source: str | tuple[str, ...], passes: tuple[Pass, ...] | None, strict: bool) -> Program:
     texts = (source,) if isinstance(source, str) else source
-    if not texts or not all(isinstance(t, str) for t in texts):
-        raise TypeError("compile() takes a prompt string or a non-empty list of prompt strings.")
-    if not 0.0 <= cfg_rescale <= 1.0:
-        raise ValueError(f"Expected cfg_rescale to be between 0.0 and 1.0, but got {cfg_rescale!r}.")
     passes = PASSES if passes is None else passes
-    if not all(callable(p) for p in passes):
-        raise TypeError("passes must be a sequence of functions ir.Module -> ir.Module.")
     # The same prompt for every item is parsed once and needs one block of steps for the batch.
     same = len(set(texts)) == 1
     trees = (parse(texts[0], strict=strict),) * len(texts) if same else tuple(parse(t, strict=strict) for t in texts)
@@ -201,8 +233,60 @@ def _compile(source: str | tuple[str, ...], cfg_rescale: float, passes: tuple[Pa
         raise ParseError(str(error), text, error.span.start, error.span.end) from None
     for p in passes:
         module = p(module)
-    plan = build(module, texts=texts[:1] if same else texts, rescale=cfg_rescale)
-    return Program(texts, trees, module, plan, cfg_rescale, tuple(passes))
+    plan = build(module, texts=texts[:1] if same else texts)
+    return Program(texts, trees, module, plan, tuple(passes))
+
+
+#: The compile cache's budget: the estimated bytes of all cached programs together.
+CACHE_BYTES = 64 * 2**20
+
+
+def _estimate_bytes(program: Program) -> int:
+    """A program's memory, estimated from its sizes: per character of source (the trees and IR
+    grow with it) and per plan step. The constants are upper ends of tracemalloc measurements
+    on typical and hostile prompts (``tests/test_compiler.py`` checks the estimate)."""
+    texts = program.texts[:1] if len(set(program.texts)) == 1 else program.texts
+    return 2048 + _PER_CHAR * sum(map(len, texts)) + _PER_STEP * len(program.plan.steps)
+
+
+_PER_CHAR = 150
+_PER_STEP = 400
+
+
+class _ByteBoundedCache:
+    """Least-recently-used, bounded by the estimated bytes of its values rather than by count:
+    one 100 KB prompt can hold megabytes of program, a short one a few kilobytes."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.used = 0
+        self.entries: OrderedDict[Any, tuple[Program, int]] = OrderedDict()
+
+    def get(self, key: Any) -> Program | None:
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        self.entries.move_to_end(key)
+        return entry[0]
+
+    def put(self, key: Any, value: Program, size: int) -> None:
+        if size > self.budget:
+            return  # larger than the whole cache: compiled each time, never held
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.used -= old[1]
+        self.entries[key] = (value, size)
+        self.used += size
+        while self.used > self.budget:
+            _, (_, freed) = self.entries.popitem(last=False)
+            self.used -= freed
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.used = 0
+
+
+_CACHE = _ByteBoundedCache(CACHE_BYTES)
 
 
 def _describe_ast(part: ast.Part) -> str:

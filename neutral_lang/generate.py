@@ -347,9 +347,10 @@ def generate(pipe, jobs: list[Job], *, device: str, on_image: Callable[[Job, Any
             pipe.scheduler = own_scheduler if s.sampler_name is None else scheduler_for(s.sampler_name, own_scheduler)
             size = {} if s.width is None else {"width": s.width, "height": s.height}
             generator = torch.Generator(device if device.startswith("cuda") else "cpu").manual_seed(s.seed)
-            program = nl.compile(job.prompt, cfg_rescale=float(s.cfg_rescale))
+            program = nl.compile(job.prompt)
             result = program.run(
                 pipe, negative_prompt=s.negative_prompt, num_inference_steps=s.steps, guidance_scale=s.cfg_scale,
+                guidance_rescale=float(s.cfg_rescale),
                 generator=generator, clip_skip=None if not s.clip_skip or s.clip_skip == 1 else s.clip_skip - 1,
                 emphasis=s.emphasis, **size,
             )

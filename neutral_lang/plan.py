@@ -17,17 +17,18 @@ Inputs are ``u`` (the unconditional prediction), ``cond[i]`` (the prediction for
 
 - :class:`Lin`: a linear combination ``sum c * x``. The leaf deltas ``cond[i] - u`` are Lin
   steps, one per conditioning and block, computed before any weight touches them (exact zero when
-  the model predicts ``u``; no cancellation with large weights). Every other linear piece of SPEC
-  section 2 (bases, weighted sums, ``base + aux``) is folded at plan time into one Lin over
+  the model predicts ``u``; no cancellation with large weights). Every other linear piece of
+  docs/semantics.md (bases, weighted sums, ``base + aux``) is folded at plan time into one Lin over
   registers, materialised only where a strategy or the output needs it;
 - :class:`Perp`, :class:`TopK`, :class:`Salt`: the non-linear strategies;
-- :class:`Out`: ``u + s * sum c * x`` (then CFG rescale) written to the block's batch items.
+- :class:`Out`: ``u + s * sum c * x`` (then CFG rescale, ``r`` given at run time like ``s``)
+  written to the block's batch items.
 
 Windows (``start``/``end``) become guards: a step runs only when every window in its ``guard``
 contains the current step; a term of a :class:`Lin` likewise. A register that was not computed, or
 whose terms were all inactive, holds *zero* (``None`` in the executor), and every step reads it as
 such. A TOPK part with momentum runs at every step, whatever its ancestors' windows (its state is
-updated at every step, SPEC section 4); its own window only decides whether its ``E`` is applied.
+updated at every step, docs/language.md, "Keyword options"); its own window only decides whether its ``E`` is applied.
 
 A list of prompts compiles to one *block* of steps per prompt; block ``j`` works on the batch
 items of prompt ``j``. No torch here: plans are data, built and printed without a GPU stack.
@@ -40,10 +41,11 @@ from typing import NamedTuple, Sequence, Union
 
 from . import ast, ir
 from .ast import Span
-from .ir import ALWAYS, AND, PERP, SALT
+from .ir import ALWAYS, AND, PERP, SALT, TOPK
 
 __all__ = [
     "Ref", "U", "Term", "Origin", "Step", "Lin", "Perp", "TopK", "Sega", "Salt", "Out", "Plan", "build",
+    "liveness", "OPERATORS", "READS_BASE", "STEP_KINDS", "UnknownOperatorError",
 ]
 
 
@@ -85,8 +87,8 @@ def _step_str(step) -> str:
 
 # Every step has: ``dst`` (the register it writes; None for Out), ``origin`` (the prompt span it
 # came from), ``guard`` (window ids that must all be active for it to run) and ``block`` (which
-# prompt's batch items it works on). Steps are named tuples: immutable, cheap to build (compiling
-# must take microseconds), printable one per line.
+# prompt's batch items it works on) and ``reads()`` (the registers it reads: liveness is derived
+# from it). Steps are named tuples: immutable, cheap to build, printable one per line.
 
 
 class Lin(NamedTuple):
@@ -192,12 +194,12 @@ class Salt(NamedTuple):
 
 
 class Out(NamedTuple):
-    """``out[block items] = u + s * sum c * x``; then CFG rescale by ``rescale`` when it is > 0."""
+    """``out[block items] = u + s * sum c * x``; then CFG rescale when the run asks for it
+    (``r`` is a run-time argument, like ``s``: docs/semantics.md, "CFG rescale")."""
 
     dst: None
     origin: Origin
     terms: tuple[Term, ...]
-    rescale: float = 0.0
     guard: tuple[int, ...] = ()
     block: int = 0
 
@@ -205,8 +207,7 @@ class Out(NamedTuple):
         return tuple(t.ref.index for t in self.terms if t.ref.kind == "reg")
 
     def expr(self) -> str:
-        text = f"u + s * ({_terms(self.terms)})" if self.terms else "u"
-        return text + (f", cfg_rescale {ir.num(self.rescale)}" if self.rescale else "")
+        return f"u + s * ({_terms(self.terms)})" if self.terms else "u"
 
     __str__ = _step_str
 
@@ -291,25 +292,44 @@ def _terms(terms: Sequence[Term]) -> str:
 _Lin = dict
 
 
-def build(module: ir.Module, *, texts: Sequence[str] = (), rescale: float = 0.0) -> Plan:
+class UnknownOperatorError(NotImplementedError):
+    """An IR operator the plan builder has no rule for (a keyword added to the language but not
+    to :data:`OPERATORS`). Raised rather than guessed: a new operator must never silently run
+    as another one."""
+
+
+def build(module: ir.Module, *, texts: Sequence[str] = ()) -> Plan:
     """Lower an IR module to a plan (one block per root). No recursion; any depth works.
 
-    ``rescale`` is the CFG-rescale factor the :class:`Out` steps apply; ``texts`` the source prompts
-    (only for origins in messages and ``__str__``). Conditionings are numbered in IR table order,
-    keeping only those the steps read.
+    ``texts`` are the source prompts (only for origins in messages and ``__str__``).
+    Conditionings keep the IR table's numbering: the compiler's :data:`~neutral_lang.passes.PASSES`
+    end with ``merge_conditionings``, which leaves only the texts some part uses. CFG rescale is
+    not part of the plan: it is a run-time argument of the executor, like the guidance scale.
+
+    Raises :class:`UnknownOperatorError` for an operator without a rule in :data:`OPERATORS`.
     """
-    builder = _Builder(module, rescale)
+    builder = _Builder(module)
     for block, root in enumerate(module.roots):
         builder.root(root, block)
     return builder.finish(tuple(texts))
 
 
+def liveness(steps: Sequence[Step]) -> tuple[tuple[int, ...], ...]:
+    """``frees[n]``: the registers whose last reader is step ``n``, derived from ``Step.reads()``."""
+    last: dict[int, int] = {}
+    for n, step in enumerate(steps):
+        for r in step.reads():
+            last[r] = n
+    frees: list[list[int]] = [[] for _ in steps]
+    for r, n in last.items():
+        frees[n].append(r)
+    return tuple(tuple(sorted(f)) for f in frees)
+
+
 class _Builder:
-    def __init__(self, module: ir.Module, rescale: float):
+    def __init__(self, module: ir.Module):
         self.module = module
-        self.rescale = rescale
-        self.steps: list = []
-        self.last: dict[int, int] = {}  # register -> index of the last step that reads it
+        self.steps: list[Step] = []
         self.uses: list[set[int]] = [set() for _ in module.roots]  # conditioning ids per block
         self.windows: dict[ir.Window, int] = {}
         self.memo: dict[tuple, int] = {}  # (block, lin terms) -> index of the step computing it
@@ -325,23 +345,6 @@ class _Builder:
     def register(self) -> int:
         self.registers += 1
         return self.registers - 1
-
-    def push(self, step: Step, reads) -> None:
-        n = len(self.steps)
-        for r in reads:
-            if r is not None:
-                self.last[r] = n
-        self.steps.append(step)
-
-    def terms(self, lin: _Lin) -> tuple[Term, ...]:
-        """``lin``'s non-zero terms (registers only) in register order; marks their use."""
-        terms = []
-        n = len(self.steps)
-        for (ref, g), c in sorted(lin.items()):
-            if c != 0:
-                terms.append(_new(Term, (c, ref, g)))
-                self.last[ref.index] = n
-        return tuple(terms)
 
     def share(self, at: int, guard: tuple[int, ...]) -> int:
         """Reuse the register step ``at`` computes, now also needed under ``guard``: the step keeps
@@ -364,8 +367,8 @@ class _Builder:
         reg = self.register()
         self.deltas[(block, cond)] = len(self.steps)
         self.uses[block].add(cond)
-        terms = (_new(Term, (1.0, _ref("cond", cond), ())), _new(Term, (-1.0, U, ())))
-        self.steps.append(_new(Lin, (reg, _new(Origin, (block, span)), terms, guard, block)))
+        terms = (Term(1.0, Ref("cond", cond)), Term(-1.0, U))
+        self.steps.append(Lin(reg, Origin(block, span), terms, guard, block))
         return reg
 
     def materialize(self, lin: _Lin, guard: tuple[int, ...], block: int, origin: Origin) -> int | None:
@@ -386,59 +389,82 @@ class _Builder:
             return self.share(at, guard)
         reg = self.register()
         self.memo[key] = len(self.steps)
-        self.steps.append(_new(Lin, (reg, origin, self.terms(lin), guard, block)))
+        self.steps.append(Lin(reg, origin, _terms_of(lin), guard, block))
         return reg
+
+    # -- one rule per operator: what a part adds to its group's value --------------------------
+    # Each takes (part, value of its body, the part's own window guard, the group's context) and
+    # returns (register, coefficient) of the term it adds to ``full(group)``, or None when the
+    # part is collected for a step that covers several parts (SALT).
+
+    def op_perp(self, group: _GroupState, part: ir.Part, value: _Lin, own: tuple[int, ...]):
+        guard = _join(group.ctx, own)
+        origin = Origin(group.block, part.span)
+        v = self.materialize(value, guard, group.block, origin)
+        r = self.register()
+        self.steps.append(Perp(r, origin, group.d, v, guard, group.block))
+        return r, part.weight
+
+    def op_topk(self, group: _GroupState, part: ir.Part, value: _Lin, own: tuple[int, ...]):
+        guard = () if part.has_momentum else _join(group.ctx, own)  # momentum: runs every step
+        origin = Origin(group.block, part.span)
+        v = self.materialize(value, guard, group.block, origin)
+        o = part.options
+        r, w, sega = self.register(), part.weight, None
+        if part.has_momentum:
+            sega, w = Sega(part.weight, o.momentum, o.beta, self.slots, own), 1.0
+            self.slots += 1
+        self.steps.append(TopK(r, origin, v, o.k, o.per_channel, sega, guard, group.block))
+        return r, w
+
+    def op_salt(self, group: _GroupState, part: ir.Part, value: _Lin, own: tuple[int, ...]):
+        origin = Origin(group.block, part.span)
+        v = self.materialize(value, _join(group.ctx, own), group.block, origin)
+        group.salt.append((v, part.weight, own))
+        return None
 
     def group(self, group: ir.Group, values: list[_Lin], ctx: tuple[int, ...], block: int) -> _Lin:
         """``full(group)`` as a linear value, emitting the steps of its non-linear parts.
 
         ``values[i]`` is ``full`` of part ``i``'s body; ``ctx`` the guard under which the group's
-        value is needed. Without PERP or SALT parts the base stays symbolic (fused into whatever
-        uses the group). With them it is materialised once, under ``ctx``, and the group's value
-        refers to that register rather than repeating its terms: each nesting level then adds a
-        constant number of terms, and a 10^4-deep prompt plans in linear time.
+        value is needed. AND parts sum into the base; every other operator goes through its rule
+        in :data:`OPERATORS`. Without parts that read the base (:data:`READS_BASE`) the base stays
+        symbolic (fused into whatever uses the group). With them it is materialised once, under
+        ``ctx``, and the group's value refers to that register rather than repeating its terms:
+        each nesting level then adds a constant number of terms, and a 10^4-deep prompt plans in
+        linear time.
         """
         base: _Lin = {}
         others = []
         for part, value in zip(group.parts, values):
             if part.op is AND:
                 _add(base, value, part.weight, () if part.window is ALWAYS else self.window(part.window))
-            else:
+            elif part.op in OPERATORS:
                 others.append((part, value))
+            else:
+                raise UnknownOperatorError(
+                    f"The plan builder has no rule for the operator {part.op!s} "
+                    f"(known: {', '.join(str(op) for op in (AND, *OPERATORS))}); add one to OPERATORS."
+                )
         if not others:
             return base
-        group_origin = _new(Origin, (block, group.span))
-        d = None
-        if any(p.op is PERP or p.op is SALT for p, _ in others):
-            d = self.materialize(base, ctx, block, group_origin)
-            total = {} if d is None else {(_ref("reg", d), ()): 1.0}
+        state = _GroupState(ctx, block)
+        if any(p.op in READS_BASE for p, _ in others):
+            state.d = self.materialize(base, ctx, block, Origin(block, group.span))
+            total = {} if state.d is None else {(Ref("reg", state.d), ()): 1.0}
         else:
             total = dict(base)
-        salt: list[tuple[int | None, float, tuple[int, ...]]] = []
         for part, value in others:
             own = () if part.window is ALWAYS else self.window(part.window)
-            origin = _new(Origin, (block, part.span))
-            if part.op is SALT:
-                salt.append((self.materialize(value, _join(ctx, own), block, origin), part.weight, own))
-                continue
-            guard = () if part.has_momentum else _join(ctx, own)  # momentum: runs every step
-            v = self.materialize(value, guard, block, origin)
-            if part.op is PERP:
-                r, w = self.register(), part.weight
-                self.push(_new(Perp, (r, origin, d, v, guard, block)), (d, v))
-            else:
-                o = part.options
-                r, w, sega = self.register(), part.weight, None
-                if part.has_momentum:
-                    sega, w = Sega(part.weight, o.momentum, o.beta, self.slots, own), 1.0
-                    self.slots += 1
-                self.push(_new(TopK, (r, origin, v, o.k, o.per_channel, sega, guard, block)), (v,))
-            total[(_ref("reg", r), ())] = w
-        if salt:
-            vs, ws, gs = zip(*salt)
+            term = OPERATORS[part.op](self, state, part, value, own)
+            if term is not None:
+                r, w = term
+                total[(Ref("reg", r), ())] = w
+        if state.salt:
+            vs, ws, gs = zip(*state.salt)
             r = self.register()
-            self.push(_new(Salt, (r, group_origin, d, vs, ws, gs, ctx, block)), (d, *vs))
-            total[(_ref("reg", r), ())] = 1.0
+            self.steps.append(Salt(r, Origin(block, group.span), state.d, vs, ws, gs, ctx, block))
+            total[(Ref("reg", r), ())] = 1.0
         return total
 
     def root(self, root: ir.Group, block: int) -> None:
@@ -462,7 +488,7 @@ class _Builder:
                 if type(part.body) is not ir.Cond:
                     break
                 reg = self.delta(part.body.id, inner, block, part.span)
-                values.append({(_ref("reg", reg), ()): 1.0})
+                values.append({(Ref("reg", reg), ()): 1.0})
                 n += 1
             if n < len(parts):
                 frames.append((part.body, inner, []))
@@ -471,45 +497,51 @@ class _Builder:
             done = self.group(group, values, ctx, block)
             if not frames:
                 break
-        origin = _new(Origin, (block, root.span))
-        self.steps.append(_new(Out, (None, origin, self.terms(done), self.rescale, (), block)))
+        self.steps.append(Out(None, Origin(block, root.span), _terms_of(done), (), block))
 
     def finish(self, texts: tuple[str, ...]) -> Plan:
-        frees: list[list[int]] = [[] for _ in self.steps]
-        for r, n in self.last.items():
-            frees[n].append(r)
-        used = sorted(set().union(*self.uses))
-        steps, uses = self.steps, self.uses
-        if used != list(range(len(self.module.conds))):  # number the conditionings the plan reads
-            slot = {c: i for i, c in enumerate(used)}
-            steps = [
-                s._replace(terms=tuple(t._replace(ref=Ref("cond", slot[t.ref.index])) if t.ref.kind == "cond" else t for t in s.terms))
-                if type(s) in (Lin, Out) else s
-                for s in steps
-            ]
-            uses = [{slot[c] for c in u} for u in uses]
+        steps = tuple(self.steps)
         return Plan(
-            steps=tuple(steps),
-            conds=tuple(self.module.conds[c] for c in used),
+            steps=steps,
+            conds=self.module.conds,
             windows=tuple(self.windows),
             blocks=len(self.module.roots),
-            uses=tuple(tuple(sorted(u)) for u in uses),
+            uses=tuple(tuple(sorted(u)) for u in self.uses),
             registers=self.registers,
             slots=self.slots,
-            frees=tuple(tuple(sorted(f)) if f else () for f in frees),
+            frees=liveness(steps),
             texts=texts,
         )
 
 
-# Named tuples built with tuple.__new__ skip their Python-level __new__ (every field given, in
-# order): compiling takes microseconds, and a plan has a handful of these per part.
-_new = tuple.__new__
-# Interned operands %0..%1023 and cond[0..1023]: immutable values, built once, not state.
-_REFS = {kind: [Ref(kind, i) for i in range(1024)] for kind in ("reg", "cond")}
+class _GroupState:
+    """What the operator rules of one group share: its context guard, its block, the register
+    of its base (``d``, None while zero or not needed) and the SALT candidates collected so far."""
+
+    __slots__ = ("ctx", "block", "d", "salt")
+
+    def __init__(self, ctx: tuple[int, ...], block: int):
+        self.ctx = ctx
+        self.block = block
+        self.d: int | None = None
+        self.salt: list[tuple[int | None, float, tuple[int, ...]]] = []
 
 
-def _ref(kind: str, index: int) -> Ref:
-    return _REFS[kind][index] if index < 1024 else Ref(kind, index)
+#: The plan builder's rule for every operator but AND (which sums into the group's base). A new
+#: operator needs a row here, a step kind in this module and a handler in the torch executor;
+#: ``build`` raises :class:`UnknownOperatorError` for an operator without a row.
+OPERATORS = {PERP: _Builder.op_perp, TOPK: _Builder.op_topk, SALT: _Builder.op_salt}
+
+#: Operators whose step reads the group's base ``d`` (docs/semantics.md: ``perp(d, v)``, ``salt(d, ...)``).
+READS_BASE = frozenset({PERP, SALT})
+
+#: The step kind each operator's rule emits (AND parts become :class:`Lin` terms).
+STEP_KINDS = {AND: Lin, PERP: Perp, TOPK: TopK, SALT: Salt}
+
+
+def _terms_of(lin: _Lin) -> tuple[Term, ...]:
+    """``lin``'s non-zero terms in operand order."""
+    return tuple(Term(c, ref, g) for (ref, g), c in sorted(lin.items()) if c != 0)
 
 
 def _add(acc: _Lin, lin: _Lin, w: float, guard: tuple[int, ...]) -> None:

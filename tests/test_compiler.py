@@ -74,7 +74,7 @@ def check_against_reference(text, *, steps=1, seed=0, scale=7.5, rescale=0.0, ge
     a :-0.3``) leave a base of pure rounding noise, whose direction AND_PERP then projects out; a
     different (equally exact) summation order gives different noise. No plan can match such a case.
     """
-    prog = nl.compile(text, cfg_rescale=rescale)
+    prog = nl.compile(text)
     tree = nl.parse(text)
     u, by_text = random_inputs(leaf_texts(text), seed)
     state, momentum, nudged = prog.new_state(), {}, {}
@@ -86,7 +86,7 @@ def check_against_reference(text, *, steps=1, seed=0, scale=7.5, rescale=0.0, ge
             near = reference.evaluate(tree, wobble(u), {t: wobble(c) for t, c in by_text.items()}, scale,
                                       step=i, num_steps=steps, cfg_rescale=rescale, momentum=nudged)
             assume(torch.allclose(near, theirs, rtol=1e-8, atol=1e-7))
-        ours = prog.guide(u, stacked(prog, by_text), scale, step=i, num_steps=steps, state=state)
+        ours = prog.guide(u, stacked(prog, by_text), scale, cfg_rescale=rescale, step=i, num_steps=steps, state=state)
         torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-9 * weight_scale(tree),
                                    msg=lambda m: f"step {i} of {text!r}: {m}")
 
@@ -238,14 +238,15 @@ def test_the_same_prompt_for_every_item_compiles_to_one_block():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("text", [README, FIXTURES[7], FIXTURES[9], FIXTURES[16]])
 def test_every_dtype_gives_a_finite_result_consistent_with_float64(dtype, text):
-    prog = nl.compile(text, cfg_rescale=0.5)
+    prog = nl.compile(text)
     u, by_text = random_inputs(leaf_texts(text), shape=(2, 4, 16, 16), dtype=dtype)
-    out = prog.guide(u, stacked(prog, by_text), 7.5, step=4, num_steps=5)
+    out = prog.guide(u, stacked(prog, by_text), 7.5, cfg_rescale=0.5, step=4, num_steps=5)
     assert out.dtype == dtype and out.shape == u.shape
     assert torch.isfinite(out).all()
     # the same (rounded) inputs in float64 give the same result up to the output's rounding; a
     # handful of elements may sit on a saliency or top-k tie that rounding decides either way
-    exact = prog.guide(u.double(), torch.stack([by_text[t].double() for t in prog.prompts]), 7.5, step=4, num_steps=5)
+    exact = prog.guide(u.double(), torch.stack([by_text[t].double() for t in prog.prompts]), 7.5, cfg_rescale=0.5,
+                       step=4, num_steps=5)
     tol = {torch.float16: 2e-2, torch.bfloat16: 1.5e-1, torch.float32: 1e-4}[dtype]
     off = (out.double() - exact).abs() > tol * (1 + exact.abs())
     assert off.float().mean() < 2e-3
@@ -254,12 +255,12 @@ def test_every_dtype_gives_a_finite_result_consistent_with_float64(dtype, text):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_inputs_are_never_modified_and_the_result_is_fresh(dtype):
     text = "a AND b :0.5 AND_PERP c :-1 AND_SALT [a AND_TOPK(momentum=0.5) b] AND_TOPK(per_channel=1) c"
+    prog = nl.compile(text)
     for rescale in (0.0, 0.7):
-        prog = nl.compile(text, cfg_rescale=rescale)
         u, by_text = random_inputs(["a", "b", "c"], dtype=dtype)
         conds = stacked(prog, by_text)
         u0, conds0 = u.clone(), conds.clone()
-        out = prog.guide(u, conds, 7.5, state=prog.new_state())
+        out = prog.guide(u, conds, 7.5, cfg_rescale=rescale, state=prog.new_state())
         assert torch.equal(u, u0) and torch.equal(conds, conds0)
         assert out.data_ptr() not in (u.data_ptr(), conds.data_ptr())
     zero = nl.compile("a :0")
@@ -277,10 +278,10 @@ def test_conds_may_be_a_sequence_of_tensors():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_runs_on_cuda_like_on_cpu(dtype):
-    prog = nl.compile(README, cfg_rescale=0.5)
+    prog = nl.compile(README)
     u, by_text = random_inputs(leaf_texts(README), shape=(2, 4, 32, 32), dtype=dtype)
-    cpu = prog.guide(u, stacked(prog, by_text), 7.5)
-    gpu = prog.guide(u.cuda(), stacked(prog, by_text).cuda(), 7.5)
+    cpu = prog.guide(u, stacked(prog, by_text), 7.5, cfg_rescale=0.5)
+    gpu = prog.guide(u.cuda(), stacked(prog, by_text).cuda(), 7.5, cfg_rescale=0.5)
     assert gpu.device.type == "cuda" and gpu.dtype == dtype
     off = (gpu.cpu().double() - cpu.double()).abs() > 1e-2 * (1 + cpu.double().abs())
     assert off.float().mean() < 2e-3
@@ -299,8 +300,6 @@ def test_prompts_are_the_unique_texts_in_order_of_first_appearance():
 def test_compile_is_cached_on_its_arguments():
     assert nl.compile(README) is nl.compile(README)
     assert nl.compile(["a", "b"]) is nl.compile(("a", "b"))
-    assert nl.compile(README, cfg_rescale=0.5) is nl.compile(README, cfg_rescale=0.5)
-    assert nl.compile(README, cfg_rescale=0.5) is not nl.compile(README)
     assert nl.compile(README, passes=()) is not nl.compile(README)
 
 
@@ -324,10 +323,26 @@ def test_every_delta_is_subtracted_before_it_is_scaled():
     assert torch.equal(prog.guide(u, conds, 7.5), u)
 
 
-@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.5", True])
+@pytest.mark.parametrize("bad", [-0.1, 1.5])
 def test_cfg_rescale_is_validated_with_a_clear_message(bad):
+    u, by_text = random_inputs(["a"])
     with pytest.raises(ValueError, match="Expected cfg_rescale to be between 0.0 and 1.0"):
-        nl.compile("a", cfg_rescale=bad)
+        nl.compile("a").guide(u, [by_text["a"]], 7.5, cfg_rescale=bad)
+
+
+@pytest.mark.parametrize("bad, error", [(float("nan"), ValueError), (float("inf"), ValueError), ("0.5", TypeError),
+                                        (True, TypeError), (None, TypeError)])
+def test_cfg_rescale_must_be_a_finite_real_number(bad, error):
+    u, by_text = random_inputs(["a"])
+    with pytest.raises(error, match="cfg_rescale"):
+        nl.compile("a").guide(u, [by_text["a"]], 7.5, cfg_rescale=bad)
+
+
+def test_compile_refuses_cfg_rescale_and_names_the_run_time_argument():
+    with pytest.raises(TypeError, match=r"no longer takes cfg_rescale.*guide\(\.\.\., cfg_rescale=r\)"):
+        nl.compile("a", cfg_rescale=0.5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'rescale'"):
+        nl.compile("a", rescale=0.5)
 
 
 def test_strict_is_forwarded_to_the_parser():

@@ -144,13 +144,25 @@ def test_img2img_and_inpaint_equal_the_plain_pipeline(sd_pipe, sdxl_pipe, cls, e
     assert_same_image(a, plain(pipe, "a castle", **kwargs))
 
 
-def test_guidance_rescale_is_the_programs_cfg_rescale(sd_pipe):
-    rescaled = ours(sd_pipe, "a castle AND glasses", guidance_rescale=0.7)
-    compiled = nl.compile("a castle AND glasses", cfg_rescale=0.7).run(
-        sd_pipe, num_inference_steps=STEPS, generator=seed(), output_type="np"
-    ).images
-    assert (rescaled == compiled).all()
+def test_guidance_rescale_is_the_run_time_cfg_rescale_and_never_recompiles(sd_pipe, monkeypatch):
+    from neutral_lang import compiler
+
+    program = nl.compile("a castle AND glasses")
+    monkeypatch.setattr(compiler, "_compile", lambda *a: pytest.fail("run() recompiled the program"))
+    seen = []
+    guide = type(program).guide
+    monkeypatch.setattr(type(program), "guide", lambda self, *a, **kw: seen.append(kw["cfg_rescale"]) or guide(self, *a, **kw))
+    rescaled = program.run(sd_pipe, num_inference_steps=STEPS, generator=seed(), output_type="np",
+                           guidance_rescale=0.7).images
+    assert seen == [0.7] * STEPS
     assert abs(rescaled - ours(sd_pipe, "a castle AND glasses")).max() > 1e-4
+
+
+@pytest.mark.parametrize("bad, error", [(1.5, ValueError), (float("nan"), ValueError), ("0.7", TypeError)])
+def test_a_bad_guidance_rescale_is_refused_before_the_unet_runs(sd_pipe, bad, error):
+    with UNetCalls(sd_pipe) as calls, pytest.raises(error, match="cfg_rescale"):
+        nl.compile("a castle").run(sd_pipe, num_inference_steps=STEPS, guidance_rescale=bad)
+    assert calls.batches == []
 
 
 def test_trace_records_every_step(sd_pipe):

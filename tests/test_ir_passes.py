@@ -294,11 +294,10 @@ def test_all_passes_on_the_readme_example():
 
 def test_all_passes_together():
     text = "a AND [a AND b :0] :2 AND [c AND a] :0.5 AND_PERP [d AND d :-1] AND_SALT e :0"
-    # 'd' keeps its table entry (the last prune comes after the merge); the plan skips it
+    # the last prune drops the parts on 'd'; the final merge_conditionings drops its table entry
     assert dump_after(text, *PASSES) == golden("""
     #0 'a'
     #1 'c'
-    #2 'd'
     prompt 0
       AND 3.5 #0
       AND 0.5 #1

@@ -57,6 +57,7 @@ import torch
 
 from neutral_lang import emphasis as _emphasis
 from neutral_lang import ir as _ir
+from neutral_lang.backends.torch.executor import check_cfg_rescale
 
 from .adapters import FamilyAdapter, TextOptions, _call_default as _default_of, adapter_for, unwrap_module
 from .text_encoding import COMMA_BACKTRACK, Conditioning, extend
@@ -90,8 +91,9 @@ def run(
     A1111's "prompt word wrap length limit" (0: off); ``max_batch`` splits every denoiser (and
     ControlNet) call into calls of at most that many samples, with identical results (for small
     GPUs and many-part prompts); ``trace`` (a ``neutral_lang.backends.torch.executor.Trace``)
-    records the guidance of every step. ``guidance_rescale`` becomes the program's ``cfg_rescale``
-    (SPEC section 2: rescaled against ``u + full(root)``, in the original extension's form). Every
+    records the guidance of every step. ``guidance_rescale`` is the run's CFG rescale, passed to
+    ``Program.guide`` as ``cfg_rescale`` at every guided step, never compiled in (docs/semantics.md:
+    rescaled against ``u + full(root)``, in the original extension's form). Every
     other keyword goes to the pipeline unchanged: ``num_inference_steps``, ``guidance_scale``,
     ``num_images_per_prompt``, ``generator``, ``height``/``width``, ``output_type``,
     ``callback_on_step_end``, ``image``/``strength`` for img2img, ``cross_attention_kwargs`` (its
@@ -121,7 +123,7 @@ def run(
     if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
         raise ValueError(f"Expected max_batch to be None or an integer >= 1, but got {max_batch!r}.")
     family.check(pipe, kwargs)
-    program = _with_rescale(program, kwargs.pop("guidance_rescale", 0.0))
+    rescale = check_cfg_rescale(kwargs.pop("guidance_rescale", None) or 0.0)
     options = TextOptions(
         emphasis, clip_skip, comma_backtrack, family.lora_scale(kwargs), kwargs.get("max_sequence_length")
     )
@@ -129,6 +131,7 @@ def run(
     with _exclusive(denoiser):
         encoder = family.text_encoder(pipe, options)
         guidance = _Guidance(program, pipe, family, encoder, negative_prompt, kwargs, max_batch, trace)
+        guidance.rescale = rescale
         direct = None if trace is not None or max_batch is not None else guidance.direct_inputs()
         if direct is not None:
             # One conditioning per prompt, nothing scheduled: the pipeline's own step computes
@@ -186,22 +189,6 @@ def _exclusive(denoiser):
             yield
         finally:
             turn.owner = None
-
-
-def _with_rescale(program, rescale):
-    """``program`` with CFG rescale ``rescale``: the pipeline's own would rescale ``g`` against ``g``."""
-    rescale = float(rescale or 0.0)
-    if rescale == 0.0 or rescale == program.cfg_rescale:
-        return program
-    if program.cfg_rescale:
-        raise ValueError(
-            f"guidance_rescale={rescale} contradicts the program's cfg_rescale={program.cfg_rescale}; "
-            "give one of them."
-        )
-    from neutral_lang import compile
-
-    texts = program.texts[0] if len(program.texts) == 1 else list(program.texts)
-    return compile(texts, cfg_rescale=rescale, passes=program.passes)
 
 
 def _call_default(pipe, name: str, fallback):
@@ -394,7 +381,7 @@ class _Guidance:
         prompt one conditioning at weight 1 (no CFG rescale of the program's own), no schedule
         in any text, conds and unconds of one length, and a family that can take them
         (``direct_inputs``). None otherwise."""
-        if not self.identity or self.program.cfg_rescale:
+        if not self.identity or self.rescale:
             return None
         if any("[" in text for text in (*self.prompts, *self.negatives)):
             return None
@@ -592,6 +579,7 @@ class _Guidance:
                 eps[:batch],
                 conds,
                 scale,
+                cfg_rescale=self.rescale if step.cfg else 0.0,
                 step=step.index,
                 num_steps=self.num_steps,
                 state=self.state,

@@ -24,6 +24,9 @@ failing step and the prompt text it came from. No recursion, so any nesting dept
 
 from __future__ import annotations
 
+import math
+import numbers
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -33,7 +36,10 @@ from neutral_lang.plan import Lin, Out, Perp, Plan, Salt, TopK
 
 from . import strategies
 
-__all__ = ["execute", "RunState", "Trace", "TraceRecord", "GuidanceError"]
+__all__ = [
+    "execute", "RunState", "Trace", "TraceRecord", "GuidanceError", "NonFiniteInputError", "NonFiniteWarning",
+    "NONFINITE_POLICIES", "check_arguments", "check_cfg_rescale",
+]
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -47,6 +53,29 @@ class GuidanceError(RuntimeError):
         self.step = plan.steps[index]
         self.origin = self.step.origin
         super().__init__(f"{plan.describe(index)} failed: {type(cause).__name__}: {cause}")
+
+
+class NonFiniteInputError(ValueError):
+    """A prediction handed to the executor holds NaN or infinite values (``nonfinite="raise"``).
+
+    ``conditioning`` is its index into ``Plan.conds`` (``None`` for the unconditional prediction),
+    ``text`` the conditioning's text and ``step`` the denoising step."""
+
+    def __init__(self, message: str, conditioning: int | None, text: str | None, step: int):
+        super().__init__(message)
+        self.conditioning = conditioning
+        self.text = text
+        self.step = step
+
+
+class NonFiniteWarning(RuntimeWarning):
+    """A prediction holds NaN or infinite values (``nonfinite="warn"``, the default). The guided
+    result is computed anyway, and usually carries the NaN on; some strategies (AND_SALT, per-channel
+    AND_TOPK) can hide it, which is why it is reported here rather than left to the image."""
+
+
+#: What :func:`execute` does with a non-finite prediction: warn (the default) or raise.
+NONFINITE_POLICIES = ("warn", "raise")
 
 
 class RunState:
@@ -112,38 +141,61 @@ def execute(
     conds: torch.Tensor | Sequence[torch.Tensor] | None,
     guidance_scale: float,
     *,
+    cfg_rescale: float = 0.0,
     step: int = 0,
     num_steps: int = 1,
     state: RunState | None = None,
     trace: Trace | None = None,
+    nonfinite: str = "warn",
 ) -> torch.Tensor:
     """The guided noise prediction for one denoising step.
 
     ``uncond`` is ``[B, ...]`` (usually ``[B, C, H, W]``); ``conds`` holds one prediction per
     ``plan.conds`` entry, as one ``[P, B, ...]`` tensor or a sequence of ``[B, ...]`` tensors (no
     stacking needed). ``B`` must be a multiple of ``plan.blocks``; block ``j`` is items
-    ``[j * B/blocks, (j + 1) * B/blocks)``.
+    ``[j * B/blocks, (j + 1) * B/blocks)``. ``guidance_scale`` is ``s`` and ``cfg_rescale`` ``r``
+    in [0, 1] (arXiv 2305.08891 section 3.4; 0: off), both finite real numbers (numpy scalars
+    included). All arguments are checked here, before any work (:func:`check_arguments`).
+
+    Numbers: a prediction holding NaN or inf is reported by conditioning and step, with a
+    :class:`NonFiniteWarning` (``nonfinite="warn"``) or a :class:`NonFiniteInputError`
+    (``"raise"``). Finite predictions give a finite result or a :class:`GuidanceError` naming the
+    step and prompt span that overflowed the dtype (a weight, or a product of weights, too large).
     """
-    return _Run(plan, uncond, conds, step, num_steps, state, trace).run(float(guidance_scale))
+    check_arguments(plan, uncond, conds, guidance_scale, cfg_rescale, step, num_steps, state, nonfinite)
+    if state is None:
+        state = RunState(plan.slots)
+    finite = _check_finite(plan, uncond, conds, step, nonfinite)
+    saved = (list(state.momentum), state.last_step)
+    run = _Run(plan, uncond, conds, float(guidance_scale), float(cfg_rescale), step, num_steps, state, trace)
+    out = run.run()
+    if finite and not bool(torch.isfinite(out).all()):
+        # Rare: finite inputs, non-finite result. Run again, checking every step, to name the part
+        # that overflowed; the state goes back to what it was before this call.
+        state.momentum, state.last_step = saved
+        probe = RunState(plan.slots)
+        probe.momentum, probe.last_step = list(saved[0]), saved[1]
+        _Run(plan, uncond, conds, float(guidance_scale), float(cfg_rescale), step, num_steps, probe, None,
+             check=True).run()
+        raise FloatingPointError(  # the checked run found nothing: name the output after all
+            f"The guided result holds non-finite values though every prediction is finite ({out.dtype})."
+        )
+    return out
 
 
 class _Run:
-    def __init__(self, plan, uncond, conds, step, num_steps, state, trace):
-        _check_inputs(plan, uncond, conds)
-        if state is None:
-            state = RunState(plan.slots)
-        elif len(state.momentum) != plan.slots:
-            raise ValueError(
-                f"This run state holds {len(state.momentum)} momentum slots but the program has "
-                f"{plan.slots}: make it with this program's new_state()."
-            )
+    def __init__(self, plan, uncond, conds, scale, rescale, step, num_steps, state, trace, check=False):
         if step == 0 and state.last_step is not None:
             state.reset()
         self.plan = plan
+        self.scale = scale
+        self.rescale = rescale
+        self.check = check  # verify every step's result is finite (locating an overflow)
         self.dtype = uncond.dtype
         self.compute = torch.float32 if uncond.dtype in _HALF else uncond.dtype
         self.u = uncond if uncond.dtype == self.compute else uncond.to(self.compute)
         self.conds = conds
+        self.limit = torch.finfo(self.compute).max
         self.cache: list[torch.Tensor | None] = [None] * len(plan.conds)
         self.step = step
         self.state = state
@@ -200,7 +252,13 @@ class _Run:
                 continue
             x = self.load(t.ref)
             if x is not None:
-                pairs.append((scale * t.coef, x, t.ref.index if t.ref.kind == "reg" else None))
+                c = scale * t.coef
+                if not abs(c) <= self.limit:
+                    raise OverflowError(
+                        f"the coefficient {c:g} of {t.ref} (a weight, or a product of nested weights, times "
+                        f"the guidance scale) does not fit {self.compute} (largest {self.limit:g})"
+                    )
+                pairs.append((c, x, t.ref.index if t.ref.kind == "reg" else None))
         return pairs
 
     def combine(self, pairs: list, out: torch.Tensor | None = None) -> torch.Tensor | None:
@@ -238,19 +296,19 @@ class _Run:
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def run(self, scale: float) -> torch.Tensor:
+    def run(self) -> torch.Tensor:
         plan, regs = self.plan, self.regs
         for index, (step, frees) in enumerate(zip(plan.steps, plan.frees)):
             if step.block != self.block:
                 self.enter(step.block)
             self.dying = frees
             try:
-                if step.guard and not self.holds(step.guard):
-                    pass
-                elif type(step) is Out:
-                    self.do_out(step, scale)
-                else:
-                    regs[step.dst] = _HANDLERS[type(step)](self, step, index)
+                if not step.guard or self.holds(step.guard):
+                    value = _HANDLERS[type(step)](self, step, index)
+                    if step.dst is not None:
+                        regs[step.dst] = value
+                    if self.check:
+                        self.verify(step, value)
             except GuidanceError:
                 raise
             except Exception as error:
@@ -260,6 +318,22 @@ class _Run:
         self.state.last_step = self.step
         out = self.out  # every block ends with its Out step
         return out if out.dtype == self.dtype else out.to(self.dtype)
+
+    def verify(self, step, value: torch.Tensor | None) -> None:
+        """Raise when ``value`` (or, for an Out step, the block's result in the output dtype) is not
+        finite: the first such step is where finite inputs overflowed."""
+        if type(step) is Out:
+            value = self.out if self.plan.blocks == 1 else self.out[self.items]
+            if value.dtype != self.dtype:
+                value = value.to(self.dtype)
+            dtype = self.dtype
+        else:
+            dtype = self.compute
+        if value is not None and not bool(torch.isfinite(value).all()):
+            raise FloatingPointError(
+                f"finite predictions gave non-finite values in {dtype} (largest {torch.finfo(dtype).max:g}): "
+                "a weight, or a product of nested weights and the guidance scale, is too large for this dtype"
+            )
 
     def do_lin(self, step: Lin, index: int):
         self.owned.add(step.dst)  # a sum is always a tensor of this run's own
@@ -315,18 +389,19 @@ class _Run:
             self.record(index, "SALT", winners=strategies.salt_winners(d, vs), candidates=tuple(which))
         return strategies.salt(d, vs, ws)
 
-    def do_out(self, step: Out, scale: float) -> None:
+    def do_out(self, step: Out, index: int) -> None:
         if self.out is None and self.plan.blocks > 1:
             self.out = torch.empty_like(self.u)
         target = None if self.plan.blocks == 1 else self.out[self.items]
         u = self.ub
-        if step.rescale:
+        scale = self.scale
+        if self.rescale:
             delta = self.combine(self.pairs(step.terms))
             if delta is None:
                 result = u.clone()
             else:
                 guided = torch.add(u, delta, alpha=scale)
-                result = strategies.cfg_rescale(guided, delta.add_(u), step.rescale)
+                result = strategies.cfg_rescale(guided, delta.add_(u), self.rescale)
             if target is not None:
                 target.copy_(result)
                 return
@@ -349,10 +424,68 @@ class _Run:
         )
 
 
-_HANDLERS = {Lin: _Run.do_lin, Perp: _Run.do_perp, TopK: _Run.do_topk, Salt: _Run.do_salt}
+#: One handler per step kind (``neutral_lang.plan.Step``); each returns the value of the step's
+#: register (``Out`` writes the block's result and returns None).
+_HANDLERS = {Lin: _Run.do_lin, Perp: _Run.do_perp, TopK: _Run.do_topk, Salt: _Run.do_salt, Out: _Run.do_out}
 
 
-def _check_inputs(plan: Plan, uncond: Any, conds: Any) -> None:
+def _real(name: str, value: Any) -> float:
+    """``value`` as a float: Python and numpy real numbers (not bool, not text), finite."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"Expected {name} to be a real number (float, int or numpy scalar), but got {type(value).__name__}.")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"Expected {name} to be finite, but got {value}.")
+    return value
+
+
+def check_cfg_rescale(value: Any) -> float:
+    """``value`` as a CFG-rescale factor: a finite real number in [0, 1] (``TypeError``/``ValueError``
+    otherwise). The diffusers runner checks ``guidance_rescale`` with it before a run starts."""
+    r = _real("cfg_rescale", value)
+    if not 0.0 <= r <= 1.0:
+        raise ValueError(f"Expected cfg_rescale to be between 0.0 and 1.0, but got {value!r}.")
+    return r
+
+
+def _step_count(name: str, value: Any, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"Expected {name} to be an int, but got {type(value).__name__}.")
+    if value < least:
+        raise ValueError(f"Expected {name} >= {least}, but got {value}.")
+
+
+def check_arguments(
+    plan: Plan,
+    uncond: Any,
+    conds: Any,
+    guidance_scale: Any,
+    cfg_rescale: Any = 0.0,
+    step: Any = 0,
+    num_steps: Any = 1,
+    state: Any = None,
+    nonfinite: str = "warn",
+) -> None:
+    """Every check of :func:`execute`'s arguments, in one place, before any work.
+
+    Raises ``TypeError`` for a value of the wrong type (naming the expected one) and ``ValueError``
+    for one out of range: a non-finite scale, ``cfg_rescale`` outside [0, 1], a batch that does not
+    split over the plan's prompts, conditionings of the wrong count, shape or device.
+    """
+    _real("guidance_scale", guidance_scale)
+    check_cfg_rescale(cfg_rescale)
+    _step_count("step", step, 0)
+    _step_count("num_steps", num_steps, 1)
+    if nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"Expected nonfinite to be one of {NONFINITE_POLICIES}, but got {nonfinite!r}.")
+    if state is not None:
+        if not isinstance(state, RunState):
+            raise TypeError(f"Expected state to be a RunState (Program.new_state()), but got {type(state).__name__}.")
+        if len(state.momentum) != plan.slots:
+            raise ValueError(
+                f"This run state holds {len(state.momentum)} momentum slots but the program has "
+                f"{plan.slots}: make it with this program's new_state()."
+            )
     if not isinstance(uncond, torch.Tensor) or not uncond.is_floating_point():
         kind = uncond.dtype if isinstance(uncond, torch.Tensor) else type(uncond).__name__
         raise TypeError(f"Expected uncond to be a floating point tensor [B, C, H, W], but got {kind}.")
@@ -361,8 +494,8 @@ def _check_inputs(plan: Plan, uncond: Any, conds: Any) -> None:
     batch = uncond.shape[0]
     if batch % plan.blocks:
         raise ValueError(
-            f"The batch of {batch} items does not split evenly over {plan.blocks} prompts: "
-            f"give a multiple of {plan.blocks} items (item b uses prompt b // (B // {plan.blocks}))."
+            f"This program has {plan.blocks} prompts, so the batch must be a multiple of {plan.blocks} "
+            f"(item b uses prompt b // (B // {plan.blocks})); got a batch of {batch}."
         )
     count = 0 if conds is None else len(conds)
     if count != len(plan.conds):
@@ -381,3 +514,35 @@ def _check_inputs(plan: Plan, uncond: Any, conds: Any) -> None:
             )
         if c.device != uncond.device:
             raise ValueError(f"conds[{i}] is on {c.device} but uncond is on {uncond.device}.")
+
+
+def _check_finite(plan: Plan, uncond: torch.Tensor, conds: Any, step: int, nonfinite: str) -> bool:
+    """True when every prediction is finite; otherwise warn or raise naming the first bad one.
+
+    Only the batch items that read a conditioning count (items of a list program's other prompts
+    may hold anything). One reduction per prediction and a single device synchronisation."""
+    inputs = [uncond, *(conds[i] for i in range(len(plan.conds)))]
+    if plan.blocks > 1:  # a conditioning's value matters only on the items of blocks that read it
+        size = uncond.shape[0] // plan.blocks
+        readers = [[j for j, uses in enumerate(plan.uses) if i in uses] for i in range(len(plan.conds))]
+        inputs[1:] = [
+            torch.cat([x[j * size : (j + 1) * size] for j in blocks]) if blocks else x[:0]
+            for x, blocks in zip(inputs[1:], readers)
+        ]
+    flags = torch.stack([torch.isfinite(x).all() for x in inputs])
+    if bool(flags.all()):
+        return True
+    bad = int((~flags).nonzero()[0, 0])
+    if bad == 0:
+        what, index, text = "the unconditional prediction (uncond)", None, None
+    else:
+        index, text = bad - 1, plan.conds[bad - 1]
+        what = f"the prediction for conditioning {index} {text!r}"
+    message = (
+        f"Step {step}: {what} holds NaN or infinite values; the model or its inputs produced them "
+        "(AND_SALT and per-channel AND_TOPK may hide them in the result)."
+    )
+    if nonfinite == "raise":
+        raise NonFiniteInputError(message, index, text, step)
+    warnings.warn(NonFiniteWarning(message), stacklevel=4)
+    return False

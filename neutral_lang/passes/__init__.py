@@ -10,10 +10,10 @@ never mutate: they return new trees that share unchanged subtrees, or the module
 2. ``flatten_and_groups``: splice AND-only groups into their parent, folding their weights;
 3. ``merge_conditionings``: one table entry per unique text, unused entries dropped;
 4. ``combine_leaves``: one part per (operator, conditioning, window) among siblings;
-5. ``prune_dead_parts`` again: combined weights that sum to zero, and groups emptied by that.
-
-The last prune may leave a table entry no part uses any more; the plan numbers only the
-conditionings its steps read, so it costs no model evaluation.
+5. ``prune_dead_parts`` again: combined weights that sum to zero, and groups emptied by that;
+6. ``merge_conditionings`` again: the last prune may leave table entries no part uses, and the
+   plan numbers conditionings as the table does, so this final renumbering keeps every entry one
+   model evaluation that some step needs.
 """
 
 from __future__ import annotations
@@ -25,4 +25,6 @@ from .prune_dead_parts import prune_dead_parts
 
 __all__ = ["PASSES", "combine_leaves", "flatten_and_groups", "merge_conditionings", "prune_dead_parts"]
 
-PASSES = (prune_dead_parts, flatten_and_groups, merge_conditionings, combine_leaves, prune_dead_parts)
+PASSES = (
+    prune_dead_parts, flatten_and_groups, merge_conditionings, combine_leaves, prune_dead_parts, merge_conditionings,
+)
