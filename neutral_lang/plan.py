@@ -45,7 +45,7 @@ from .ir import ALWAYS, AND, PERP, SALT, TOPK
 
 __all__ = [
     "Ref", "U", "Term", "Origin", "Step", "Lin", "Perp", "TopK", "Sega", "Salt", "Out", "Plan", "build",
-    "liveness", "OPERATORS", "READS_BASE", "STEP_KINDS", "UnknownOperatorError",
+    "liveness", "OPERATORS", "READS_BASE", "STEP_KINDS", "UnknownOperatorError", "WEIGHT_LIMITS", "HEADROOM",
 ]
 
 
@@ -290,6 +290,23 @@ def _terms(terms: Sequence[Term]) -> str:
 # A linear value at plan time: {(operand, guard): coefficient}; a guard is a sorted tuple of
 # window ids that must all be active for the term to count.
 _Lin = dict
+
+
+#: How much larger than the product of weights down the tree a value may grow before it is written:
+#: the guidance scale (up to 32) times a prediction delta ``|eps - u|`` (up to 32; unit-variance
+#: noise predictions differ by far less).
+HEADROOM = 2.0**10
+
+#: The largest product of weights, per dtype name, that guidance can carry without overflow:
+#: the dtype's largest finite value over :data:`HEADROOM`. float16/bfloat16 runs compute in float32
+#: but write their result in their own dtype, so their limit is their own. Lint (rule NP406) checks
+#: prompts against float32's; the executor raises for whatever actually overflows at run time.
+WEIGHT_LIMITS = {
+    "float16": 65504.0 / HEADROOM,
+    "bfloat16": 3.3895313892515355e38 / HEADROOM,
+    "float32": 3.4028234663852886e38 / HEADROOM,
+    "float64": 1.7976931348623157e308 / HEADROOM,
+}
 
 
 class UnknownOperatorError(NotImplementedError):

@@ -149,6 +149,13 @@ FIXTURES = {
         ("a AND_TOPK(start=10, end=0.5) b", []),  # depends on the number of steps
         ("a AND_TOPK(start=0.2, end=0.8) b", []),
     ],
+    "NP406": [
+        ("a castle AND monster :1e39", [(":1e39", None)]),
+        ("[a AND b :1e20] :1e20 AND c", [(":1e20", None, 9)]),  # the inner part: the product overflows there
+        ("[a AND_SALT b :1e36] :-1 AND c", [(":1e36", None)]),
+        ("[[a AND b :1e40] :0 AND c] :1e30", []),  # weight 0 above: the product is 0
+        ("a AND b :1e30 AND c :-1e35", []),
+    ],
 }
 
 GOOD = [

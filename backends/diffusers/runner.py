@@ -130,8 +130,7 @@ def run(
     denoiser = family.denoiser(pipe)
     with _exclusive(denoiser):
         encoder = family.text_encoder(pipe, options)
-        guidance = _Guidance(program, pipe, family, encoder, negative_prompt, kwargs, max_batch, trace)
-        guidance.rescale = rescale
+        guidance = _Guidance(program, pipe, family, encoder, negative_prompt, kwargs, max_batch, trace, rescale)
         direct = None if trace is not None or max_batch is not None else guidance.direct_inputs()
         if direct is not None:
             # One conditioning per prompt, nothing scheduled: the pipeline's own step computes
@@ -291,8 +290,10 @@ class _Step:
 class _Guidance:
     """One run: the encodings, the step counter, the program's state, and the hooks."""
 
-    def __init__(self, program, pipe, family: FamilyAdapter, encoder, negative_prompt, kwargs, max_batch, trace):
+    def __init__(self, program, pipe, family: FamilyAdapter, encoder, negative_prompt, kwargs, max_batch, trace,
+                 rescale: float = 0.0):
         self.program = program
+        self.rescale = rescale  # CFG rescale, a run-time argument of every guide call
         self.trace = trace
         self.pipe = pipe
         self.family = family
@@ -322,7 +323,7 @@ class _Guidance:
         self.identity = _is_identity(program)
         # an identity program's guidance is the pipeline's own CFG step (unless traced or rescaled)
         self.passthrough = (
-            self.identity and not program.cfg_rescale and trace is None and family.cfg_batching == "joint"
+            self.identity and not rescale and trace is None and family.cfg_batching == "joint"
         )
         # Prompt editing counts steps on the whole trajectory when the pipeline runs part of it
         # (an SDXL base with denoising_end, a refiner with denoising_start).

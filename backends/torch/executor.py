@@ -167,8 +167,11 @@ def execute(
         state = RunState(plan.slots)
     finite = _check_finite(plan, uncond, conds, step, nonfinite)
     saved = (list(state.momentum), state.last_step)
-    run = _Run(plan, uncond, conds, float(guidance_scale), float(cfg_rescale), step, num_steps, state, trace)
-    out = run.run()
+    try:
+        out = _Run(plan, uncond, conds, float(guidance_scale), float(cfg_rescale), step, num_steps, state, trace).run()
+    except BaseException:
+        state.momentum, state.last_step = saved  # a failed step leaves the run state as it was
+        raise
     if finite and not bool(torch.isfinite(out).all()):
         # Rare: finite inputs, non-finite result. Run again, checking every step, to name the part
         # that overflowed; the state goes back to what it was before this call.

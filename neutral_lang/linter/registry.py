@@ -69,6 +69,7 @@ _TABLE = (
     Rule("NP403", "weight-like-text", "warning", "text that looks like a weight but is not read as one"),
     Rule("NP404", "zero-weight", "warning", "a part whose weight is 0"),
     Rule("NP405", "empty-window", "warning", "a start/end window that contains no step"),
+    Rule("NP406", "weight-overflow", "warning", "weights whose product down the tree overflows float32 guidance"),
 )
 
 #: Every rule by code, in code order.
