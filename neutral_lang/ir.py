@@ -1,6 +1,6 @@
 """The intermediate representation: what a prompt means, with the syntax gone.
 
-The AST says how a prompt was written; the IR says what it computes (SPEC section 2)::
+The AST says how a prompt was written; the IR says what it computes (docs/semantics.md)::
 
     Module(roots=(Group(...),), conds=("a castle", "monster"))       one root per source prompt
     Group(parts=(Part(AND, 1.0, Cond(0)), Part(PERP, -1.0, Cond(1))))
@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Union
 
 from .ast import Span
+from .keywords import OPTION_DEFAULTS
+from .lexical import format_number
 
 __all__ = [
     "Op", "AND", "PERP", "SALT", "TOPK", "Bound", "Window", "ALWAYS", "Options", "DEFAULT_OPTIONS", "Cond", "Group", "Part",
@@ -35,7 +37,8 @@ __all__ = [
 
 
 class Op(str, enum.Enum):
-    """What a part does with its delta in its group (SPEC section 2)."""
+    """What a part does with its delta in its group (docs/semantics.md); one per row of
+    ``keywords.KEYWORDS`` (its ``op``)."""
 
     AND = "AND"    # adds w * full to the group's base
     PERP = "PERP"  # adds w * perp(base, full)
@@ -55,7 +58,7 @@ AND, PERP, SALT, TOPK = Op.AND, Op.PERP, Op.SALT, Op.TOPK
 class Bound:
     """One end of a window as written: a step index (``10``) or a fraction of the steps (``0.2``).
 
-    A fraction ``f`` means step ``int(f * num_steps)`` (SPEC section 4), so the kind is kept until
+    A fraction ``f`` means step ``int(f * num_steps)`` (docs/language.md, "Keyword options"), so the kind is kept until
     the number of steps is known.
     """
 
@@ -114,16 +117,17 @@ ALWAYS = Window()
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    """Resolved keyword options of a ``TOPK`` part (SPEC section 4); other parts keep the defaults."""
+    """Resolved keyword options of a ``TOPK`` part (docs/language.md, "Keyword options"); other
+    parts keep the defaults, which come from the keyword table (``keywords.OPTION_DEFAULTS``)."""
 
-    k: float = 0.05
-    per_channel: bool = False
-    momentum: float = 0.0
-    beta: float = 0.4
+    k: float = OPTION_DEFAULTS["k"]
+    per_channel: bool = bool(OPTION_DEFAULTS["per_channel"])
+    momentum: float = OPTION_DEFAULTS["momentum"]
+    beta: float = OPTION_DEFAULTS["beta"]
 
     def __str__(self) -> str:
         items = []
-        if self.k != 0.05:
+        if self.k != OPTION_DEFAULTS["k"]:
             items.append(f"k={num(self.k)}")
         if self.per_channel:
             items.append("per_channel")
@@ -144,7 +148,7 @@ class Cond:
 
 @dataclass(frozen=True, slots=True)
 class Group:
-    """``full(group) = base + aux(base)`` over its parts (SPEC section 2). Empty means zero."""
+    """``full(group) = base + aux(base)`` over its parts (docs/semantics.md). Empty means zero."""
 
     parts: tuple["Part", ...]
     span: Span
@@ -221,11 +225,9 @@ def rewrite(root: Group, rule: Callable[[Group], Group]) -> Group:
     return done[id(root)]
 
 
-def num(x: float) -> str:
-    """A number as it reads best: ``1``, ``-0.5``, ``1e-05``."""
-    if x == int(x) and abs(x) < 1e15:
-        return str(int(x))
-    return repr(float(x))
+#: A number as it reads best (``1``, ``-0.5``, ``1e-05``): the lexical module's one printer, so the
+#: IR, the plan, ``explain`` and the formatter print weights alike.
+num = format_number
 
 
 def describe(part: Part) -> str:

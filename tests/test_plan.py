@@ -19,7 +19,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import neutral_lang as nl  # noqa: E402
-from neutral_lang import ast, ir, lower, plan  # noqa: E402
+from neutral_lang import ast, ir, keywords, lower, plan  # noqa: E402
 from neutral_lang.backends.torch import executor, reference  # noqa: E402
 from neutral_lang.backends.torch.executor import (  # noqa: E402
     GuidanceError,
@@ -41,20 +41,25 @@ def inputs(prog, dtype=torch.float64, seed=0, shape=SHAPE):
 # Every operator, everywhere
 
 
-@pytest.mark.parametrize("op", list(ir.Op))
-def test_every_operator_is_known_to_the_builder_the_executor_and_the_oracle(op):
-    keyword = next(k for k, o in lower._OPS.items() if o is op)
+@pytest.mark.parametrize("row", keywords.KEYWORDS, ids=[row.name for row in keywords.KEYWORDS])
+def test_every_operator_is_known_to_the_builder_the_executor_and_the_oracle(row):
+    """The compiler's stages, over the same keyword table rows as tests/test_keywords.py."""
+    op, keyword = ir.Op[row.op], keywords.Keyword[row.name]
     assert op is ir.AND or op in plan.OPERATORS  # the builder has a rule (AND sums into the base)
     kind = plan.STEP_KINDS[op]
     assert kind in executor._HANDLERS  # the executor runs the step kind the rule emits
     assert keyword in reference._OPTIONS  # the oracle evaluates the keyword
     # and the three agree on a prompt using it
-    prog = nl.compile(f"a castle {keyword.value} monster :0.5")
+    prog = nl.compile(f"a castle {row.name} monster :0.5")
     assert any(type(s) is kind for s in prog.plan.steps)
     u, conds = inputs(prog)
     by_text = dict(zip(prog.prompts, conds))
     want = reference.evaluate(prog.ast[0], u, by_text, 7.5)
     torch.testing.assert_close(prog.guide(u, conds, 7.5), want, rtol=1e-12, atol=1e-12)
+
+
+def test_the_ir_operators_are_the_table_rows():
+    assert {ir.Op[row.op] for row in keywords.KEYWORDS} == set(ir.Op)
 
 
 def test_every_step_kind_has_a_handler_out_included():

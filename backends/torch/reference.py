@@ -1,4 +1,4 @@
-"""The reference interpreter: SPEC sections 2 and 4 as a plain recursive walk over the AST.
+"""The reference interpreter: docs/semantics.md as a plain recursive walk over the AST.
 
 This is the oracle that the optimizing compiler is tested against, so it is written to be obviously
 right rather than fast: every part of the tree is evaluated at every step, in source order, and the
@@ -32,6 +32,7 @@ from typing import Mapping, MutableMapping
 import torch
 
 from neutral_lang.ast import Group, Keyword, Leaf, Part, Prompt
+from neutral_lang.keywords import KEYWORDS, OPTION_DEFAULTS
 
 from . import strategies
 
@@ -39,12 +40,8 @@ __all__ = ["evaluate", "window"]
 
 Path = tuple[int, ...]
 
-_OPTIONS = {
-    Keyword.AND: {"start", "end"},
-    Keyword.AND_PERP: {"start", "end"},
-    Keyword.AND_SALT: {"start", "end"},
-    Keyword.AND_TOPK: {"start", "end", "k", "per_channel", "momentum", "beta"},
-}
+# The options each keyword takes, from the keyword table (docs/language.md, "Keyword options").
+_OPTIONS = {Keyword[row.name]: {o.name for o in row.options} for row in KEYWORDS}
 
 
 def _step_index(part: Part, name: str, num_steps: int, default: float) -> float:
@@ -129,14 +126,14 @@ class _Evaluator:
 
     def topk_edit(self, part: Part, v: torch.Tensor, path: Path) -> torch.Tensor:
         """``E = w * topk(v, k) + momentum * m``, updating ``m`` (kept under ``path``) every step."""
-        k = part.option("k", 0.05)
-        keep = strategies.topk_per_channel if part.option("per_channel", 0) else strategies.topk
+        k = part.option("k", OPTION_DEFAULTS["k"])
+        keep = strategies.topk_per_channel if part.option("per_channel", OPTION_DEFAULTS["per_channel"]) else strategies.topk
         edit = part.weight * keep(v, k)
-        momentum = part.option("momentum", 0.0)
+        momentum = part.option("momentum", OPTION_DEFAULTS["momentum"])
         if momentum == 0:
             return edit
         edit, self.momentum[path] = strategies.sega_momentum(
-            edit, self.momentum.get(path), momentum, part.option("beta", 0.4)
+            edit, self.momentum.get(path), momentum, part.option("beta", OPTION_DEFAULTS["beta"])
         )
         return edit
 
@@ -152,7 +149,7 @@ def evaluate(
     cfg_rescale: float = 0.0,
     momentum: MutableMapping[Path, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Guided noise prediction of ``prompt`` for one denoising step (SPEC sections 2 and 4).
+    """Guided noise prediction of ``prompt`` for one denoising step (docs/semantics.md).
 
     ``uncond`` is ``u``, shaped ``[B, C, H, W]``; ``conds`` maps each leaf text (``Leaf.text``,
     trimmed) to its prediction ``eps(text)`` of the same shape. ``step`` (0-based) and

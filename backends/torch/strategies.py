@@ -1,4 +1,4 @@
-"""The conciliation strategies of Neutral Prompt as small units of tensor math (SPEC sections 2, 4).
+"""The conciliation strategies of Neutral Prompt as small units of tensor math (docs/semantics.md).
 
 Every function takes batched tensors ``[B, ...]`` (usually ``[B, C, H, W]``; any trailing shape) and
 works per batch item: sums, norms, thresholds and saliency maps reduce over all non-batch dims of one

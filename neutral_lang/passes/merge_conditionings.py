@@ -2,7 +2,7 @@
 
 Invariant: every ``Cond`` still denotes the same text (so ``eps`` is the same tensor); afterwards
 the table holds each text once, only texts some part uses, in order of first use (roots in order,
-parts pre-order). Identical leaf texts denote the same conditioning (SPEC section 2).
+parts pre-order). Identical leaf texts denote the same conditioning (docs/semantics.md).
 """
 
 from __future__ import annotations
