@@ -102,7 +102,7 @@ def bench_guide(repeat: int, device: str, dtype: torch.dtype) -> list[tuple]:
 
 def bench_compile(repeat: int) -> tuple[float, float, float]:
     def cold():
-        compiler._compile.cache_clear()
+        compiler._CACHE.clear()
         nl.compile(TYPICAL)
 
     def parse_only():
