@@ -130,12 +130,17 @@ class Program:
         return self.plan.uses[0 if self.plan.blocks == 1 else prompt]
 
     def explain(self) -> str:
-        """The source tree, the optimised IR, the plan, and the cost in model evaluations."""
+        """The source tree, the optimised IR, the plan, and the cost in model evaluations.
+
+        Linear in the size of the prompt at any depth: nesting is indented two spaces a level up
+        to ``ir.MAX_INDENT`` levels; deeper lines keep that indentation and say their depth
+        (``[depth 40] AND 'a'``), and each plan step quotes at most 40 characters of its source.
+        """
         out = []
         for n, (text, tree) in enumerate(zip(self.texts, self.ast)):
             out.append(f"prompt {n}: {text!r}")
             for depth, part in ast.iter_parts(tree):
-                out.append("  " * (depth + 1) + _describe_ast(part))
+                out.append(ir.indent(depth + 1) + _describe_ast(part))
         names = ", ".join(p.__name__ for p in self.passes) or "none"
         out += ["", f"IR after passes ({names}):", _indent(ir.dump(self.ir)), "", "plan:", _indent(str(self.plan)), ""]
         leaves = sum(1 for tree in self.ast for _ in ast.leaves(tree))
@@ -158,6 +163,28 @@ class Program:
 
     def __repr__(self) -> str:
         return f"Program({list(self.texts)!r}, prompts={list(self.prompts)!r})"
+
+    # A program is a pure function of its texts and passes (compiling is deterministic), so those
+    # are its value: equality, hashing and pickling use them and never walk the trees, which nest
+    # 10^4 deep and more. Unpickling compiles again (through the cache). Programs are immutable, so a
+    # copy is the program itself.
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Program):
+            return NotImplemented
+        return self is other or (self.texts == other.texts and self.passes == other.passes)
+
+    def __hash__(self) -> int:
+        return hash((self.texts, self.passes))
+
+    def __reduce__(self):
+        return _recompile, (self.texts, self.passes)
+
+    def __copy__(self) -> "Program":
+        return self
+
+    def __deepcopy__(self, memo) -> "Program":
+        return self
 
 
 def compile(
@@ -211,6 +238,11 @@ def compile(
         program = _compile(key, passes, strict)
         _CACHE.put(cache_key, program, _estimate_bytes(program))
     return program
+
+
+def _recompile(texts: tuple[str, ...], passes: tuple[Pass, ...]) -> Program:
+    """How a pickled :class:`Program` comes back: compiled again from its texts and passes."""
+    return compile(list(texts), passes=passes)
 
 
 def _kind(value: Any) -> str:

@@ -187,10 +187,89 @@ def schedule(text: str, steps: int) -> list[tuple[int, str]]:
     if "[" not in text:
         return [(steps, text)]
     try:
-        pieces = _parse_schedule(text, steps)
+        pieces = _parse_in_chunks(text, steps)
+        if pieces is None:
+            pieces = _parse_schedule(text, steps)
         return [(steps, text)] if pieces is None else _entries(pieces, steps)
     except RecursionError:  # nesting beyond Python's stack, where A1111 raises too
         return [(steps, text)]
+
+
+def _parse_in_chunks(text: str, steps: int) -> _Pieces | None:
+    """The pieces of a well-bracketed ``text``, parsed one top-level bracket at a time; None when
+    the text is not of that kind (the caller then parses it whole).
+
+    The Earley parse is cubic in the length it reads (``[b] `` repeated 160 times took 19 s), and
+    most prompts are a sequence of small bracketed pieces. When every bracket is closed by its own
+    kind, no ``:`` or ``|`` stands outside brackets, and each top-level chunk reads without stray
+    brackets, no reading of the grammar pairs brackets across chunks, and the text reads as its
+    chunks one after the other: linear in the number of chunks. Texts with stray brackets keep the
+    whole-text parse, because the grammar's choice among their readings depends on the context
+    (``tests/test_emphasis.py`` compares both ways on generated text).
+    """
+    chunks = _top_level_chunks(text)
+    if chunks is None or len(chunks) < 2:
+        return None
+    pieces: list = []
+    for chunk in chunks:
+        parsed = _chunk_pieces(chunk, steps)
+        if parsed is None:
+            return None
+        pieces.extend(parsed)
+    return tuple(pieces)
+
+
+_CLOSES = {")": "(", "]": "["}
+_SYNTAX = re.compile(r"[\[\]():|\\]")
+
+
+def _top_level_chunks(text: str) -> list[str] | None:
+    """``text`` cut after each bracket that closes the outermost one; None unless every bracket is
+    closed by its own kind, nothing is left open, and no ``:``/``|``/lone backslash is outside."""
+    out: list[str] = []
+    stack: list[str] = []
+    start = i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            if i + 1 >= n or text[i + 1] == "\n":
+                return None
+            i += 2
+            continue
+        if c in "([":
+            stack.append(c)
+        elif c in ")]":
+            if not stack or stack.pop() != _CLOSES[c]:
+                return None
+            if not stack:
+                out.append(text[start : i + 1])
+                start = i + 1
+        elif not stack and c in ":|":
+            return None
+        i += 1
+    if stack:
+        return None
+    if start < n:
+        out.append(text[start:])
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _chunk_pieces(chunk: str, steps: int) -> _Pieces | None:
+    """The pieces of one chunk, or None when it does not read without stray brackets (cached:
+    prompts repeat the same bracketed words)."""
+    if not _SYNTAX.search(chunk):
+        return (chunk,)
+    from lark.exceptions import LarkError
+
+    try:
+        tree = _leaf_parser().parse(chunk)
+    except LarkError:
+        return None
+    if any(True for _ in tree.scan_values(lambda v: getattr(v, "type", None) == "LEAF_STRAY")):
+        return None
+    return _pieces(tree, steps)
 
 
 def _entries(pieces: _Pieces, steps: int) -> list[tuple[int, str]]:

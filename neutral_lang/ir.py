@@ -15,9 +15,9 @@ The AST says how a prompt was written; the IR says what it computes (docs/semant
   An empty group means zero (what pruning leaves when nothing in it contributes).
 
 All nodes are frozen; passes (:mod:`neutral_lang.passes`) build new trees and share every subtree
-they do not change. Trees can be 10^4 levels deep, so everything here walks them with explicit
-stacks: use :func:`walk`, :func:`rewrite` and :func:`dump` rather than the generated ``==`` and
-``repr`` (which recurse) on deep trees.
+they do not change. Trees can be 10^4 levels deep and more, so everything here walks them with
+explicit stacks: :func:`walk`, :func:`rewrite`, :func:`dump`, and ``==``, ``hash``, ``repr``,
+``pickle`` and ``copy.deepcopy`` of groups and parts (no recursion at any depth).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .lexical import format_number
 
 __all__ = [
     "Op", "AND", "PERP", "SALT", "TOPK", "Bound", "Window", "ALWAYS", "Options", "DEFAULT_OPTIONS", "Cond", "Group", "Part",
-    "Module", "walk", "rewrite", "dump", "describe", "num",
+    "Module", "walk", "rewrite", "dump", "describe", "num", "indent", "MAX_INDENT",
 ]
 
 
@@ -146,19 +146,51 @@ class Cond:
     id: int
 
 
-@dataclass(frozen=True, slots=True)
-class Group:
+class _Tree:
+    """Equality, hashing, repr, pickling and copying of a tree without recursion.
+
+    The dataclass-generated methods recurse once per nesting level, and prompts nest 10^4 deep
+    and more; these walk with explicit stacks instead. Trees are immutable, so a copy (shallow or
+    deep) is the tree itself, and a pickle holds a group as a flat post-order list of its groups.
+    """
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return _equal(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not _equal(self, other)
+
+    def __hash__(self) -> int:
+        return _hash(self)
+
+    def __repr__(self) -> str:
+        return _repr(self)
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Group(_Tree):
     """``full(group) = base + aux(base)`` over its parts (docs/semantics.md). Empty means zero."""
 
     parts: tuple["Part", ...]
     span: Span
 
+    def __reduce__(self):
+        return _unpack, (_pack(self),)
+
 
 Body = Union[Cond, Group]
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Part(_Tree):
     """One operand of a group: ``op`` applied to ``weight * full(body)`` while ``window`` holds."""
 
     op: Op
@@ -172,6 +204,11 @@ class Part:
     def has_momentum(self) -> bool:
         return self.op is TOPK and self.options.momentum != 0
 
+    def __reduce__(self):
+        if type(self.body) is Group:
+            return _unpack_part, (_pack(self.body), _fields(self, None))
+        return Part, _fields(self, self.body)
+
 
 @dataclass(frozen=True, slots=True)
 class Module:
@@ -179,6 +216,12 @@ class Module:
 
     roots: tuple[Group, ...]
     conds: tuple[str, ...]
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
 
     def rewrite(self, rule: Callable[[Group], Group]) -> "Module":
         """Apply :func:`rewrite` to every root; the same module back when no root changed."""
@@ -243,6 +286,19 @@ def describe(part: Part) -> str:
     return " ".join(words)
 
 
+#: Levels of nesting shown by indentation; deeper lines keep this indentation and say their depth,
+#: so that the text of a tree ``d`` levels deep grows linearly in ``d`` (not quadratically).
+MAX_INDENT = 32
+
+
+def indent(depth: int) -> str:
+    """The indentation of a line at ``depth``: two spaces a level up to :data:`MAX_INDENT`, then
+    ``[depth N]`` after them (``explain`` and :func:`dump` use it)."""
+    if depth <= MAX_INDENT:
+        return "  " * depth
+    return "  " * MAX_INDENT + f"[depth {depth}] "
+
+
 def dump(module: Module) -> str:
     """A readable, stable text of the IR (golden fixtures compare it; ``explain`` prints it)::
 
@@ -256,5 +312,113 @@ def dump(module: Module) -> str:
     for n, root in enumerate(module.roots):
         lines.append(f"prompt {n}" + ("" if root.parts else " (zero)"))
         for depth, part in walk(root, 1):
-            lines.append("  " * depth + describe(part))
+            lines.append(indent(depth) + describe(part))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Deep trees: the iterative methods of Group and Part (see _Tree)
+
+
+def _groups_postorder(root: Group) -> list[Group]:
+    """Every distinct group object under ``root`` (``root`` included), children before parents."""
+    order: list[Group] = []
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        group = stack.pop()
+        if id(group) in seen:
+            continue
+        seen.add(id(group))
+        order.append(group)
+        stack.extend(p.body for p in group.parts if type(p.body) is Group)
+    order.reverse()
+    return order
+
+
+def _fields(part: Part, body: object) -> tuple:
+    return (part.op, part.weight, body, part.span, part.window, part.options)
+
+
+def _equal(a: Group | Part, b: object) -> bool:
+    if type(a) is Part:
+        if type(b) is not Part or _fields(a, None) != _fields(b, None):
+            return False
+        if type(a.body) is not Group or type(b.body) is not Group:
+            return a.body == b.body
+        a, b = a.body, b.body
+    stack = [(a, b)]
+    while stack:
+        x, y = stack.pop()
+        if x is y:
+            continue
+        if type(y) is not Group or x.span != y.span or len(x.parts) != len(y.parts):
+            return False
+        for p, q in zip(x.parts, y.parts):
+            if type(q) is not Part or _fields(p, None) != _fields(q, None):
+                return False
+            if type(p.body) is Group and type(q.body) is Group:
+                stack.append((p.body, q.body))
+            elif p.body != q.body:
+                return False
+    return True
+
+
+def _hash(node: Group | Part) -> int:
+    root = node.body if type(node) is Part else node
+    if type(root) is not Group:
+        return hash(_fields(node, root))
+    hashes: dict[int, int] = {}
+    for group in _groups_postorder(root):
+        hashes[id(group)] = hash((group.span, tuple(
+            _fields(p, hashes[id(p.body)] if type(p.body) is Group else p.body) for p in group.parts)))
+    return hashes[id(root)] if type(node) is Group else hash(_fields(node, hashes[id(root)]))
+
+
+def _repr(node: Group | Part) -> str:
+    """The dataclass repr, written with an explicit stack: linear in the size of the tree."""
+    out: list[str] = []
+    stack: list = [node]
+    while stack:
+        item = stack.pop()
+        if type(item) is str:
+            out.append(item)
+        elif type(item) is Part:
+            stack += [f", span={item.span!r}, window={item.window!r}, options={item.options!r})", item.body,
+                      f"Part(op={item.op!r}, weight={item.weight!r}, body="]
+        elif type(item) is Group:
+            n = len(item.parts)
+            pieces: list = ["Group(parts=("]
+            for i, part in enumerate(item.parts):
+                pieces.append(part)
+                pieces.append(", " if i < n - 1 else ("," if n == 1 else ""))
+            pieces.append(f"), span={item.span!r})")
+            stack += reversed(pieces)
+        else:
+            out.append(repr(item))
+    return "".join(out)
+
+
+def _pack(root: Group) -> tuple:
+    """A group as flat data: post-order ``(span, parts)`` rows whose group bodies are row numbers."""
+    order = _groups_postorder(root)
+    row = {id(g): i for i, g in enumerate(order)}
+    return tuple(
+        (g.span, tuple(_fields(p, row[id(p.body)] if type(p.body) is Group else p.body) for p in g.parts))
+        for g in order
+    )
+
+
+def _unpack(rows: tuple) -> Group:
+    built: list[Group] = []
+    for span, parts in rows:
+        built.append(Group(tuple(
+            Part(op, weight, built[body] if type(body) is int else body, pspan, window, options)
+            for op, weight, body, pspan, window, options in parts
+        ), span))
+    return built[-1]
+
+
+def _unpack_part(rows: tuple, fields: tuple) -> Part:
+    op, weight, _, span, window, options = fields
+    return Part(op, weight, _unpack(rows), span, window, options)

@@ -320,7 +320,7 @@ def build(module: ir.Module, *, texts: Sequence[str] = ()) -> Plan:
 
     ``texts`` are the source prompts (only for origins in messages and ``__str__``).
     Conditionings keep the IR table's numbering: the compiler's :data:`~neutral_lang.passes.PASSES`
-    end with ``merge_conditionings``, which leaves only the texts some part uses. CFG rescale is
+    end with ``drop_unused_conditionings``, which leaves only the texts some part uses. CFG rescale is
     not part of the plan: it is a run-time argument of the executor, like the guidance scale.
 
     Raises :class:`UnknownOperatorError` for an operator without a rule in :data:`OPERATORS`.

@@ -294,7 +294,7 @@ def test_all_passes_on_the_readme_example():
 
 def test_all_passes_together():
     text = "a AND [a AND b :0] :2 AND [c AND a] :0.5 AND_PERP [d AND d :-1] AND_SALT e :0"
-    # the last prune drops the parts on 'd'; the final merge_conditionings drops its table entry
+    # the last prune drops the parts on 'd'; drop_unused_conditionings drops its table entry
     assert dump_after(text, *PASSES) == golden("""
     #0 'a'
     #1 'c'
@@ -395,3 +395,20 @@ def test_pass_preserves_the_result(before, p, text, seed):
 @given(text=prompt_texts(), seed=st.integers(0, 2**16))
 def test_all_passes_preserve_the_result(text, seed):
     assert_same_results(text, (), PASSES, seed)
+
+
+def test_drop_unused_conditionings_keeps_the_order_of_first_appearance():
+    from neutral_lang.passes import drop_unused_conditionings
+
+    # 'b' first appears in a part whose weights cancel: its entry goes, 'c' keeps its place after 'a'
+    text = "b AND a AND b :-1 AND c AND a"
+    module = apply(lowered(text), prune_dead_parts, merge_conditionings, combine_leaves, prune_dead_parts)
+    assert module.conds == ("b", "a", "c")
+    assert ir.dump(drop_unused_conditionings(module)) == golden("""
+    #0 'a'
+    #1 'c'
+    prompt 0
+      AND 2 #0
+      AND 1 #1
+    """)
+    assert drop_unused_conditionings(drop_unused_conditionings(module)) == drop_unused_conditionings(module)
