@@ -13,7 +13,8 @@ A1111 brackets ``[b] ``, and groups nested ``depth`` deep.
 Each cell runs in a fresh subprocess with a time limit and is timed by CPU time (the child's own,
 so other processes on a shared machine do not count; the ``cli`` cell counts the CLI's CPU time).
 A cell is skipped, with a note, when the previous size took so long that ten times as much would
-exceed ``--budget`` seconds; a cell that hits the limit is reported as such. Exit status 0 when
+exceed ``--budget`` seconds; a cell is limited to three times the budget in CPU seconds, and one
+that hits the limit is reported as such. Exit status 0 when
 every measured ratio is <= 15.
 """
 
@@ -76,30 +77,46 @@ def _cell(op: str, shape: str, size: int) -> dict:
     from neutral_lang import compiler, emphasis
 
     if op in ("format", "explain"):  # what they take as input is made outside the timing
-        prepared = nl.parse(text) if op == "format" else nl.compile(text)
+        try:
+            prepared = nl.parse(text) if op == "format" else nl.compile(text)
+        except nl.ParseError as error:
+            return {"error": f"n/a: the text does not parse ({type(error).__name__})"}
     nl.parse("a AND b")  # build the parser tables outside the timing
     start = time.process_time()
-    if op == "parse":
-        nl.parse(text)
-    elif op == "format":
-        nl.format(prepared)
-    elif op == "lint":
-        info["found"] = len(nl.lint(text))
-    elif op == "compile":
-        compiler._CACHE.clear()
-        nl.compile(text)
-    elif op == "explain":
-        info["output"] = len(prepared.explain())
-    elif op == "schedule":
-        info["entries"] = len(emphasis.schedule(text, 20))
+    try:
+        if op == "parse":
+            nl.parse(text)
+        elif op == "format":
+            nl.format(prepared)
+        elif op == "lint":
+            info["found"] = len(nl.lint(text))
+        elif op == "compile":
+            compiler._CACHE.clear()
+            nl.compile(text)
+        elif op == "explain":
+            info["output"] = len(prepared.explain())
+        elif op == "schedule":
+            info["entries"] = len(emphasis.schedule(text, 20))
+    except nl.ParseError as error:  # an answer too: timed like any other
+        info["raised"] = type(error).__name__
     return {"seconds": time.process_time() - start, **info}
 
 
 def _run_cell(op: str, shape: str, size: int, limit: float) -> dict:
+    """One cell in a child process limited to ``limit`` seconds of CPU time (RLIMIT_CPU, so that a
+    busy machine does not count), and to 20 times that in wall-clock time."""
     cmd = [sys.executable, __file__, "--cell", json.dumps([op, shape, size])]
+    cpu = int(limit) + 1  # the child's start-up (imports) is counted too
+
+    def limit_cpu():
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+
     try:
-        done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=limit, cwd=ROOT)
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20 * limit, cwd=ROOT,
+                              preexec_fn=limit_cpu)
     except subprocess.TimeoutExpired:
+        return {"timeout": limit}
+    if done.returncode in (-24, -9, 152):  # SIGXCPU / SIGKILL at the CPU limit
         return {"timeout": limit}
     if done.returncode:
         last = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
@@ -151,21 +168,27 @@ def main(argv=None) -> int:
                 result = _run_cell(op, shape, size, args.budget * 3)
                 if "seconds" in result:
                     times.append(result["seconds"])
+                    if "raised" in result and size == sizes[0]:
+                        notes.append(f"raises {result['raised']}")
                     if op == "explain":
                         notes.append(f"{_size(size, kind)}: {result['output']:,} chars out")
                 elif "timeout" in result:
                     times.append(None)
-                    notes.append(f"{_size(size, kind)} over {result['timeout']:.0f} s")
+                    notes.append(f"{_size(size, kind)} over {result['timeout']:.0f} s CPU")
                 else:
                     times.append(None)
-                    notes.append(f"{_size(size, kind)}: {result['error']}")
+                    notes.append(result["error"] if result["error"].startswith("n/a") else
+                                 f"{_size(size, kind)}: {result['error']}")
+                    if result["error"].startswith("n/a"):
+                        break
             ratios = [b / a for a, b in zip(times, times[1:]) if a and b and a > 1e-3]
             worst = max(ratios) if ratios else None
             if worst is not None and worst > TARGET:
                 worst_ok = False
                 notes.append("ABOVE TARGET")
-            if any("over" in n or "Error" in n for n in notes):
+            if any(" over " in n or "Error:" in n for n in notes):
                 worst_ok = False
+            times += [None] * (len(sizes) - len(times))
             cells = [f"{t:.3f}" if t is not None else "-" for t in times]
             ratio = " / ".join(f"{r:.1f}" for r in ratios) or "-"
             label = " / ".join(_size(s, kind) for s in sizes)
