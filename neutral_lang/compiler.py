@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import gc
 from collections import OrderedDict
+from contextlib import contextmanager
 from typing import Any, Callable, Sequence
 
 from . import ast, ir
@@ -137,6 +138,10 @@ class Program:
         to ``ir.MAX_INDENT`` levels; deeper lines keep that indentation and say their depth
         (``[depth 40] AND 'a'``), and each plan step quotes at most 40 characters of its source.
         """
+        with _no_cyclic_gc():  # see compile(): full collections would re-walk the trees per line
+            return self._explain()
+
+    def _explain(self) -> str:
         out = []
         for n, (text, tree) in enumerate(zip(self.texts, self.ast)):
             out.append(f"prompt {n}: {text!r}")
@@ -239,15 +244,24 @@ def compile(
         # The trees and the plan hold no reference cycles, so the cyclic garbage collector has
         # nothing to find while they are built; left on, its full collections re-walk every object
         # built so far, which made compiling a 10^6-character prompt superlinear (half its time).
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        with _no_cyclic_gc():
             program = _compile(key, passes, strict)
-        finally:
-            if collecting:
-                gc.enable()
         _CACHE.put(cache_key, program, _estimate_bytes(program))
     return program
+
+
+@contextmanager
+def _no_cyclic_gc():
+    """Pause Python's cyclic garbage collector (reference counting still frees everything):
+    building or printing a large acyclic structure otherwise triggers full collections that each
+    re-walk every object built so far, which makes linear work superlinear."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _recompile(texts: tuple[str, ...], passes: tuple[Pass, ...]) -> Program:
