@@ -13,7 +13,7 @@ import textwrap
 import pytest
 
 torch = pytest.importorskip("torch")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import assume, HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import neutral_lang as nl  # noqa: E402
@@ -373,8 +373,16 @@ def random_inputs(seed: int, shape=(2, 3, 4, 4)):
 
 
 def assert_same_results(text: str, before: tuple, after: tuple, seed: int) -> None:
+    """Equal to 1e-9, on inputs where the result is well-conditioned: weights that cancel
+    (``c :-1 AND a AND a :-1``) can leave a saliency tie that a different, equally exact summation
+    order breaks the other way, and no pass can promise the same rounding. Such a case is skipped
+    when a 1e-12 relative nudge of the inputs already changes the unoptimised result."""
     u, by_text = random_inputs(seed)
     slow = run_steps(nl.compile(text, passes=before), by_text, u)
+    gen = torch.Generator().manual_seed(seed + 1)
+    nudge = lambda x: x * (1 + 1e-12 * torch.randn(x.shape, generator=gen, dtype=x.dtype))  # noqa: E731
+    nudged = run_steps(nl.compile(text, passes=before), {w: nudge(c) for w, c in by_text.items()}, nudge(u))
+    assume(all(torch.allclose(x, y, rtol=1e-8, atol=1e-7) for x, y in zip(slow, nudged)))
     fast = run_steps(nl.compile(text, passes=after), by_text, u)
     for i, (x, y) in enumerate(zip(slow, fast)):
         torch.testing.assert_close(y, x, rtol=0, atol=1e-9, msg=lambda m: f"step {i} of {text!r}: {m}")
