@@ -151,6 +151,38 @@ def test_sdxl_clip_skip_equals_the_pipeline(sdxl_pipe):
     assert diff(skipped, ours(sdxl_pipe, "a castle")) > 1e-3
 
 
+@pytest.mark.parametrize("negative", ["", "blurry"])
+def test_sdxl_clip_skip_leaves_the_negative_prompt_alone_as_the_pipeline(sdxl_pipe, negative):
+    # diffusers' SDXL encode_prompt skips layers for the prompt only: the negative prompt reads
+    # hidden_states[-2] whatever clip_skip is.
+    kwargs = {"clip_skip": 1, "guidance_scale": 7.5, "negative_prompt": negative, "num_inference_steps": 2}
+    expected = plain(sdxl_pipe, "a castle", **kwargs)
+    assert diff(ours(sdxl_pipe, "a castle", **kwargs), expected) <= 1e-5
+    assert diff(ours(sdxl_pipe, "a castle", max_batch=64, **kwargs), expected) <= 1e-5  # through the hooks
+
+
+@pytest.mark.parametrize("negative", ["", "blurry"])
+def test_sd_clip_skip_leaves_the_negative_prompt_alone_as_diffusers_formula(sd_pipe, negative):
+    # diffusers 0.42's own SD encode_prompt(clip_skip=...) fails on transformers 5 (it looks for
+    # text_encoder.text_model), so its formula is written out: the prompt is layer -(clip_skip + 1)
+    # through the final layer norm, the negative prompt the encoder's last output ([0]).
+    tokenizer, encoder = sd_pipe.tokenizer, sd_pipe.text_encoder
+
+    def ids(text):
+        padded = tokenizer([text], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
+        return padded.input_ids
+
+    with torch.no_grad():
+        prompt_embeds = encoder.final_layer_norm(encoder(ids("a castle"), output_hidden_states=True).hidden_states[-2])
+        negative_embeds = encoder(ids(negative))[0]
+    kwargs = {"guidance_scale": 7.5, "num_inference_steps": 2}
+    embeds = {"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_embeds}
+    expected = sd_pipe(generator=seed(), output_type="latent", **embeds, **kwargs).images
+    kwargs.update(clip_skip=1, negative_prompt=negative)
+    assert diff(ours(sd_pipe, "a castle", **kwargs), expected) <= 1e-5
+    assert diff(ours(sd_pipe, "a castle", max_batch=64, **kwargs), expected) <= 1e-5  # through the hooks
+
+
 # -- base/refiner: prompt editing counted on the whole trajectory ----------------------------------
 
 

@@ -224,7 +224,7 @@ def test_identity_law_and_one_batched_call(pipes, case):
     if addon == "ip":
         assert inside.image_rows == inside.unet
     encoder = PromptEncoder(pipe, clip_skip=clip_skip, lora_scale=settings.get("lora"))
-    uncond = encoder.zeros() if negative is None and family == "sdxl" else encoder.encode(negative or "")
+    uncond = encoder.zeros() if negative is None and family == "sdxl" else encoder.encode_negative(negative or "")
     wanted = [uncond.hidden] * n + [encoder.encode(t).hidden for t in MULTI_TEXTS for _ in range(n)]
     for hidden in inside.hidden:
         assert len(hidden) == len(wanted)

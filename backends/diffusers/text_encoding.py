@@ -27,9 +27,11 @@ sends it, so a prompt written for A1111 draws the same picture here:
 Hidden states are chosen as diffusers chooses them for ``clip_skip``: SD's last layer (after the
 final layer norm) or, with ``clip_skip=k``, the output of layer ``-(k+1)`` passed through the final
 layer norm (A1111's "Clip skip" ``k+1``); SDXL's penultimate layer without the norm or, with
-``clip_skip=k``, layer ``-(k+2)``. SDXL encodes with both encoders and concatenates their hidden
-states on the feature axis; its pooled embedding is the second encoder's projected output for
-the first chunk (emphasis never touches it), as in A1111.
+``clip_skip=k``, layer ``-(k+2)``. As in diffusers, ``clip_skip`` applies to the prompt only: a
+negative prompt is read at the default layer (``PromptEncoder.encode_negative``). SDXL encodes
+with both encoders and concatenates their hidden states on the feature axis; its pooled
+embedding is the second encoder's projected output for the first chunk (emphasis never touches
+it), as in A1111.
 
 Which encoders and layers a pipeline has is its family adapter's answer (``clip_pairs``,
 ``hidden_layer``, ``pooled_output``; :mod:`.stable_diffusion`). Multi-vector textual-inversion
@@ -200,13 +202,29 @@ class PromptEncoder:
         self.device = pipe._execution_device
         self._commas: dict[int, int | None] = {}  # id(tokenizer) -> id of ",</w>" (get_vocab is slow)
         self._cache: dict[str, Conditioning] = {}
+        self._negative_cache: dict[str, Conditioning] = {}
         self._zeros: Conditioning | None = None
 
     def encode(self, text: str) -> Conditioning:
         """The conditioning for ``text`` (a leaf text in A1111's sub-language)."""
         cached = self._cache.get(text)
         if cached is None:
-            cached = self._cache[text] = self._encode(text)
+            cached = self._cache[text] = self._encode(text, self.clip_skip)
+        return cached
+
+    def encode_negative(self, text: str) -> Conditioning:
+        """The conditioning for a negative prompt ``text``: as :meth:`encode`, without ``clip_skip``.
+
+        diffusers' SD and SDXL ``encode_prompt`` apply ``clip_skip`` to the prompt only; the
+        negative prompt always reads the default layer (SD: the last, after the final norm; SDXL:
+        the penultimate). A1111 skips on both; we follow the pipeline (the identity law, see
+        ``docs/diffusers.md``). Emphasis applies as in :meth:`encode`.
+        """
+        if self.clip_skip is None:
+            return self.encode(text)
+        cached = self._negative_cache.get(text)
+        if cached is None:
+            cached = self._negative_cache[text] = self._encode(text, None)
         return cached
 
     def zeros(self) -> Conditioning:
@@ -248,14 +266,14 @@ class PromptEncoder:
         return self._commas[key]
 
     @torch.no_grad()
-    def _encode(self, text: str) -> Conditioning:
+    def _encode(self, text: str, clip_skip: int | None) -> Conditioning:
         hidden, pooled = [], None
         for tokenizer, encoder in self.pairs:
             chunks = self.tokenize(text, tokenizer)
             ids = torch.tensor([c.tokens for c in chunks], device=self.device)
             with _lora_scaled(encoder, self.lora_scale):
                 out = encoder(ids, output_hidden_states=True)
-            z = self.family.hidden_layer(encoder, out, self.clip_skip)
+            z = self.family.hidden_layer(encoder, out, clip_skip)
             if self.emphasis in ("original", "no_norm"):
                 z = self._emphasize(z, [c.weights for c in chunks], text)
             hidden.append(z.reshape(-1, z.shape[-1]))
