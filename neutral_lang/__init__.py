@@ -5,6 +5,7 @@ AND_TOPK) for diffusion guidance.
     tree = nl.parse("beautiful castle landscape AND_PERP monster house castle :-1")
     nl.format(tree)                      # canonical text
     nl.lint("AND_PREP monster")          # diagnostics with spans and fixes
+    nl.fix("a AND_PREP monster")         # the safe fixes applied
     prog = nl.compile("a castle AND_TOPK glasses :0.4")
     prog.run(pipe)                       # a diffusers pipeline
 
@@ -25,13 +26,14 @@ from .parser import parse
 __version__ = "0.1.0"
 
 __all__ = [
-    "parse", "format", "lint", "compile", "Program", "ParseError", "Diagnostic",
+    "parse", "format", "lint", "fix", "compile", "Program", "ParseError", "Diagnostic",
     "Prompt", "Part", "Leaf", "Group", "Option", "Keyword", "Span", "emphasis", "testing",
 ]
 
 # Heavier or optional pieces load on first use: `import neutral_lang` stays fast and torch-free.
 _LAZY = {
     "lint": ("neutral_lang.linter", "lint"),
+    "fix": ("neutral_lang.linter", "fix"),
     "Diagnostic": ("neutral_lang.linter", "Diagnostic"),
     "compile": ("neutral_lang.compiler", "compile"),
     "Program": ("neutral_lang.compiler", "Program"),

@@ -50,8 +50,11 @@ def caret_excerpt(text: str, pos: int, end: int | None = None, *, width: int = 7
     suffix = "..." if hi < line_end else ""
     shown = text[lo:hi].replace("\t", " ")
     stop = pos + 1 if end is None else max(pos + 1, min(end, hi))
-    marker = "^" + "~" * (stop - pos - 1)
-    return f"{prefix}{shown}{suffix}\n{' ' * (len(prefix) + pos - lo)}{marker}"
+    # Padded in display cells, so the caret sits under a character after wide (CJK) text.
+    from .cells import cell_width
+
+    marker = "^" + "~" * max(0, cell_width(text[pos:stop]) - 1)
+    return f"{prefix}{shown}{suffix}\n{' ' * (len(prefix) + cell_width(text[lo:pos]))}{marker}"
 
 
 class ParseError(ValueError):

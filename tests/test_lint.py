@@ -45,6 +45,9 @@ FIXTURES = {
     ],
     "NP104": [
         ("[a AND_SALT b] tail", [("tail", "AND tail")]),
+        # the ']' is unmatched (NP201, remove it): keeping it with an explicit AND would contradict that
+        ("[a AND b]] tail", [("] tail", None)]),
+        ("[a AND_SALT b] c]", [("c]", None)]),
         ("x AND_PERP [a AND b] , masterpiece", [(", masterpiece", "AND , masterpiece")]),
         ("[a AND_SALT b] AND tail", []),
     ],
@@ -75,7 +78,8 @@ FIXTURES = {
     ],
     "NP202": [
         ("a [b AND c] d", [("AND", None, 5)]),
-        ("(red AND blue:1.2)", [("AND", None)]),
+        ("(red AND blue:1.2)", [("AND", "and")]),
+        ("(red AND_PERP blue:1.2)", [("AND_PERP", None)]),  # not an English word: no guess
         ("a AND [b AND c]", []),  # a group
         ("[a (AND b]", []),  # the '(' is never closed: NP201
     ],
@@ -94,6 +98,7 @@ FIXTURES = {
         ("a AND-TOPK b", [("AND-TOPK", "AND_TOPK")]),
         ("a and_prep b", [("and_prep", "AND_PERP")]),
         ("a AND_TOP b", [("AND_TOP", "AND_TOPK")]),
+        ("a AND_PERPP b", [("AND_PERPP", "AND_PERP")]),  # a doubled letter, not AND_PERP glued to "P"
         ("ANDROID, HAND, sand and salt, GRAND_SALT, A_B, AND, AND_", []),
     ],
     "NP302": [
@@ -106,6 +111,14 @@ FIXTURES = {
         ("a AND_PERPmonster", [("AND_PERPmonster", "AND_PERP monster")]),
         ("monsterAND_SALT b", [("monsterAND_SALT", "monster AND_SALT")]),
         ("a,AND_PERP b", []),
+        ("a xAND_SALT b", [("xAND_SALT", "x AND_SALT")]),
+        ("城堡AND_PERP怪物", [("城堡AND_PERP怪物", "城堡 AND_PERP 怪物")]),
+    ],
+    "NP305": [
+        ("a castle ＡＮＤ＿ＰＥＲＰ monster", [("ＡＮＤ＿ＰＥＲＰ", "AND_PERP")]),
+        ("城堡ＡＮＤ怪物", [("城堡ＡＮＤ怪物", "城堡 AND 怪物")]),
+        ("a ＡＮＤ＿ＴＯＰＫmonster", [("ＡＮＤ＿ＴＯＰＫmonster", "AND_TOPK monster")]),
+        ("ＨＡＮＤ, ａｎｄ, 城堡 AND 怪物", []),
     ],
     "NP304": [
         ("a AND_TOPK (k=0.1) b", [("AND_TOPK (k=0.1)", "AND_TOPK(k=0.1)")]),
@@ -131,8 +144,18 @@ FIXTURES = {
         ("x :1,5 AND y", [(":1,5", ":1.5")]),
         ("[a AND b] :0.5 tail", [(":0.5", None)]),
         ("x :", [(":", None)]),
+        ("a castle AND_PERP monster :- 1", [(":- 1", ":-1")]),  # the part had weight +1
+        ("a castle AND_PERP monster :+ .5 AND x", [(":+ .5", ":+.5")]),
+        ("a castle AND_PERP monster :−1", [(":−1", ":-1")]),  # U+2212 MINUS SIGN
+        ("a castle AND_PERP monster :–0.5", [(":–0.5", ":-0.5")]),  # U+2013 EN DASH
+        ("a castle AND_PERP monster ：１.５", [("：１.５", ":1.5")]),  # full-width colon and digits
+        ("a castle AND_PERP monster ::-1", [(":", "", 26)]),  # Midjourney-style '::'
+        ("a castle AND_PERP monster :-1,", [(":-1,", ":-1")]),
         ("(glasses:1.3), [cat:dog:0.5], 16:9 aspect, 12:30pm, style: anime", []),
         ("(red AND blue:1.2)", []),
+        ("a castle <lora:add_detail:0.8>", []),  # A1111 extra networks
+        ("a castle <hypernet:sketch:1> AND_PERP monster <lora:x:-0.5> :-1", []),
+        ("a castle, 16:9 :1 AND_PERP fog", []),  # NP407's fix
     ],
     "NP404": [
         ("a AND_PERP b :0", [("AND_PERP b :0", "")]),
@@ -141,6 +164,19 @@ FIXTURES = {
         ("a AND_SALT b :0 AND_SALT c", [("AND_SALT b :0", None)]),
         ("x AND_PERP [a AND b :0]", [("AND b :0", None)]),  # deleting it would leave `[a]`
         ("a AND_PERP b :-0.5", []),
+    ],
+    "NP407": [
+        ("a castle, 16:9 AND_PERP fog :-0.5", [("16:9", "16:9 :1")]),  # weight 9 of "a castle, 16"
+        ("sunset at 12:30", [("12:30", "12:30 :1")]),
+        ("a castle, cat:dog:0.5", [("cat:dog:0.5", None)]),  # prompt editing without brackets
+        ("a castle :9 AND x, 16 :9", []),  # weights written as weights
+        ("a castle, [cat:dog:0.5] AND x :0.5", []),
+    ],
+    "NP408": [
+        ("girl on a swing:1.2 green grass:1.0 pink trousers:0.8",
+         [("girl on a swing:1.2", "(girl on a swing:1.2)"), ("green grass:1.0", "(green grass:1.0)")]),
+        ("masterpiece, best quality, cat:1.3, night AND_PERP fog :-1", [("cat:1.3", "(cat:1.3)")]),
+        ("(girl on a swing:1.2) green grass, 16:9 aspect, 12:30pm, cat:1 dog", []),
     ],
     "NP405": [
         ("a AND_TOPK(start=0.8, end=0.5) b", [("AND_TOPK(start=0.8, end=0.5)", None)]),
@@ -320,6 +356,9 @@ def test_registry_codes_modules_and_docs_agree():
         positions = [page.index(s) for s in _SECTIONS]
         assert positions == sorted(positions), code
         assert f"| [{code}]({code}.md) | {rule.name} | {rule.severity} |" in index, code
+        default = "yes" if rule.default else "opt-in"
+        assert f"| {rule.name} | {rule.severity} | {default} | {rule.fix} |".replace("  ", " ") in index.replace("  ", " "), code
+        assert (f"Fix ({rule.fix}): " if rule.fix else "Fix: none") in page.split("\n")[2], code
     assert len({r.name for r in RULES.values()}) == len(RULES)
 
 

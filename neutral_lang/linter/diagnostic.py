@@ -21,7 +21,8 @@ class Diagnostic:
     ``span`` is a half-open range of character offsets into the linted text. ``fix``, when not
     ``None``, is the replacement text for exactly that span (``""`` deletes it); applying it
     changes the prompt into what its author most likely meant (see each rule's page under
-    ``docs/rules/``).
+    ``docs/rules/``). The fixes of one ``lint`` result never overlap, so they can all be applied
+    together (:func:`~neutral_lang.linter.fix.apply_fixes`).
     """
 
     code: str
@@ -30,6 +31,15 @@ class Diagnostic:
     span: Span
     hint: str = ""
     fix: str | None = None
+
+    @property
+    def applicability(self) -> str:
+        """How sure the fix is: ``"safe"`` or ``"unsafe"`` as the registry marks the rule
+        (``registry.FIX_KINDS``); ``""`` when there is no fix."""
+        from .registry import RULES
+
+        rule = RULES.get(self.code)
+        return rule.fix if rule is not None and self.fix is not None else ""
 
     @property
     def name(self) -> str:

@@ -8,7 +8,12 @@ The flow:
    and parsing is retried, so one run reports every error and still lints the rest of the prompt.
 2. Run the rules: each rule module's ``check(ctx)`` yields diagnostics; ``ctx.prompt`` is the
    AST (``None`` when the prompt could not be read at all, and then only text rules run).
-3. Filter by ``select``/``ignore``, sort by position, drop exact duplicates.
+3. Withhold fixes that would break a bracket pair reaching outside their span, and contradicting fixes: a fix is dropped when a diagnostic of higher priority overlaps it
+   (see :func:`_withhold_conflicts`), so the fixes of one result never overlap and never undo
+   what another diagnostic asks for. The fix shows again once the other problem is fixed.
+4. Filter by ``select``/``ignore``, sort by position, drop exact duplicates.
+
+Every rule runs whatever ``select`` says, so that a fix does not depend on which codes are shown.
 
 A rule that raises becomes an ``NP001`` internal-error diagnostic naming the rule; the others
 still run.
@@ -16,6 +21,8 @@ still run.
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import importlib
 from dataclasses import dataclass
 from typing import Iterable
@@ -109,7 +116,7 @@ def lint(text: str, *, select: str | Iterable[str] | None = None,
         ctx = Context(text, prompt)
         for code, module in modules.items():
             check = getattr(module, "check", None)
-            if check is None or code not in wanted:
+            if check is None:
                 continue
             try:
                 out.extend(check(ctx))
@@ -117,10 +124,106 @@ def lint(text: str, *, select: str | Iterable[str] | None = None,
                 out.append(_internal(f"rule {code} ({RULES[code].name})", exc, text))
     except Exception as exc:
         out.append(_internal("the linter", exc, text))
-    return _finish(out, wanted)
+    return _finish(out, wanted, text)
 
 
-def _finish(found: list[Diagnostic], wanted: frozenset[str]) -> list[Diagnostic]:
+# Which fix wins where two diagnostics overlap: keywords first (they decide where parts split),
+# then weights and options, then brackets, then parts; earlier in the text first within a family.
+_FAMILY_RANK = {"3": 0, "4": 1, "2": 2, "1": 3}
+
+
+def _priority(d: Diagnostic) -> tuple:
+    return (_FAMILY_RANK.get(d.code[2:3], 4), d.span.start, d.span.end, d.code, d.message)
+
+
+def _interval(span) -> tuple[int, int]:
+    # Doubled offsets, so that an empty span (an insertion point) still overlaps the span around it.
+    return 2 * span.start, max(2 * span.end, 2 * span.start + 1)
+
+
+def _merge(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(intervals):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _hits(union: list[tuple[int, int]], lo: int, hi: int) -> bool:
+    i = bisect.bisect_right(union, (lo, float("inf")))
+    # The interval starting at or before `lo` may reach past it; the next one may start before `hi`.
+    return (i > 0 and union[i - 1][1] > lo) or (i < len(union) and union[i][0] < hi)
+
+
+def _withhold_conflicts(found: list[Diagnostic]) -> list[Diagnostic]:
+    """Drop each fix that a higher-priority warning or error overlaps (:func:`_priority`).
+
+    Two such diagnostics would ask for contradicting edits: ``[a AND b]] tail`` is an unmatched
+    ``]`` (remove it, NP201) inside text after a group (make its ``AND`` explicit, keeping the
+    ``]``, NP104); a zero-weight part (delete it, NP404) may hold a misspelt keyword that, once
+    fixed, moves the weight to a different part (NP301). Info diagnostics (cost, nesting) block
+    nothing. O(n log n): per family, a running maximum finds the earlier diagnostics of the
+    family, and the merged spans of the families before it, searched by bisection, the others.
+    """
+    families: dict[int, list[Diagnostic]] = {}
+    for d in found:
+        if d.severity != "info":
+            families.setdefault(_priority(d)[0], []).append(d)
+    union: list[tuple[int, int]] = []
+    withheld: set[int] = set()
+    for rank in sorted(families):
+        family = sorted(families[rank], key=_priority)
+        reach = -1
+        for d in family:
+            lo, hi = _interval(d.span)
+            if d.fix is not None and (reach > lo or _hits(union, lo, hi)):
+                withheld.add(id(d))
+            reach = max(reach, hi)
+        union = _merge(union + [_interval(d.span) for d in family])
+    if not withheld:
+        return found
+    return [dataclasses.replace(d, fix=None) if id(d) in withheld else d for d in found]
+
+
+# A fix whose span holds more brackets than this is withheld rather than checked (stays linear).
+_MAX_FIX_BRACKETS = 64
+
+
+def _withhold_bracket_breakers(found: list[Diagnostic], text: str) -> list[Diagnostic]:
+    """Drop each fix that deletes or rewrites a bracket paired with one outside its span: deleting
+    the part ``AND]:0`` of ``0[AND]:0`` would leave its ``[`` unclosed (NP201)."""
+    from .scan import scan_brackets
+
+    fixes = [d for d in found if d.fix is not None]
+    if not fixes:
+        return found
+    brackets = scan_brackets(text)
+    partner: dict[int, int] = {}
+    for open_, close, _ in brackets.pairs:
+        partner[open_], partner[close] = close, open_
+    positions = sorted(list(partner) + [pos for pos, _ in brackets.unmatched])
+    withheld: set[int] = set()
+    for d in fixes:
+        lo = bisect.bisect_left(positions, d.span.start)
+        hi = bisect.bisect_left(positions, d.span.end)
+        if hi - lo > _MAX_FIX_BRACKETS:
+            withheld.add(id(d))
+            continue
+        kept = [ch for ch in d.fix if ch in "[]()"]
+        for pos in positions[lo:hi]:
+            other = partner.get(pos, -1)
+            if other >= 0 and not d.span.start <= other < d.span.end and text[pos] not in kept:
+                withheld.add(id(d))
+                break
+    if not withheld:
+        return found
+    return [dataclasses.replace(d, fix=None) if id(d) in withheld else d for d in found]
+
+
+def _finish(found: list[Diagnostic], wanted: frozenset[str], text: str = "") -> list[Diagnostic]:
+    found = _withhold_conflicts(_withhold_bracket_breakers(found, text))
     seen: set[Diagnostic] = set()
     result = []
     for d in sorted(found, key=lambda d: (d.span.start, d.span.end, d.code, d.message)):

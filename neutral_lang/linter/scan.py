@@ -6,7 +6,9 @@ keep up with prompts the parser handles (10^4 levels of nesting, 10^5 parts).
 
 from __future__ import annotations
 
+import bisect
 import re
+import unicodedata
 from functools import lru_cache
 from typing import Iterator
 
@@ -16,7 +18,7 @@ from ..lexical import Brackets, option_lists, scan_brackets
 
 __all__ = [
     "KEYWORDS", "LONG_KEYWORDS", "Brackets", "scan_brackets", "option_lists", "group_brackets", "prompts",
-    "WORD_RE", "classify_word", "osa_distance", "spelling",
+    "WORD_RE", "classify_word", "osa_distance", "spelling", "splits_text", "in_text_brackets",
 ]
 
 # The keyword table's spellings (neutral_lang/keywords.py); option lists and bracket pairing are
@@ -52,7 +54,8 @@ def group_brackets(root: Prompt) -> set[int]:
 # ---------------------------------------------------------------------------------------------
 # Spelling: one classification of words serves the three keyword-spelling rules (NP301-NP303).
 
-WORD_RE = re.compile(r"\w+")
+# Word characters, and the full-width low line of a full-width AND＿PERP.
+WORD_RE = re.compile(r"[\w\uff3f]+")
 _SEPARATED_RE = re.compile(r"\bAND(?:[ \t]+_?|[ \t]*[-.][ \t]*)("
                            + "|".join(re.escape(k[len("AND_"):]) for k in LONG_KEYWORDS) + r")\b")
 _GLUED_RE = re.compile("|".join(LONG_KEYWORDS))
@@ -84,18 +87,30 @@ def _nearest_keyword(word: str) -> str | None:
 def classify_word(word: str) -> tuple[str, str] | None:
     """What a ``\\w+`` word that is not a keyword says about keywords: ``("case", fix)`` for a
     keyword in the wrong case, ``("glued", fix)`` for a keyword run together with other word
-    characters, ``("misspelt", fix)`` for a near miss; ``None`` for an ordinary word.
+    characters, ``("misspelt", fix)`` for a near miss, ``("width", fix)`` for a keyword written in
+    full-width (or other compatibility) letters, ``ＡＮＤ＿ＰＥＲＰ``; ``None`` for an ordinary word.
 
     Plain ``and``/``And`` is English and never flagged; a near miss must look like an attempt at
-    a keyword (start with ``AND``, or start with ``a``/``A`` and hold an underscore).
+    a keyword (start with ``AND``, or start with ``a``/``A`` and hold an underscore). A keyword
+    followed by one or two stray characters (``AND_PERPP``, ``AND_SALTT``) is a typo, not a keyword
+    next to a word: the fix drops them.
     """
     if word in KEYWORDS:
         return None
+    if not word.isascii():
+        wide = _compatibility_keyword(word)
+        if wide is not None:
+            return "width", wide
     upper = word.upper()
     if upper in LONG_KEYWORDS:
         return "case", upper
     if _GLUED_RE.search(word):
         pieces = [p for p in re.split(f"({_GLUED_RE.pattern})", word) if p]
+        keywords = [p for p in pieces if p in LONG_KEYWORDS]
+        if len(keywords) == 1 and pieces[-1] != keywords[0] and len(pieces[-1]) <= 2 and pieces[-1].isascii():
+            pieces.pop()  # a stray letter or two after the keyword: a typo, dropped
+            if len(pieces) == 1:
+                return "misspelt", keywords[0]
         return "glued", " ".join(pieces)
     if 5 <= len(word) <= 11 and (word.startswith("AND") or (word[0] in "aA" and "_" in word)):
         kw = _nearest_keyword(word)
@@ -104,12 +119,38 @@ def classify_word(word: str) -> tuple[str, str] | None:
     return None
 
 
+# A long keyword anywhere; a bare AND only between characters that are not ASCII word
+# characters once folded (CJK text around it), so that ＨＡＮＤ stays a word.
+_FOLDED_KEYWORD_RE = re.compile(r"AND_(?:PERP|SALT|TOPK)|(?<![A-Za-z0-9_])AND(?![A-Za-z0-9_])")
+
+
+def _compatibility_keyword(word: str) -> str | None:
+    """The word with its keywords in ASCII, when NFKC folds some of its letters into a keyword
+    (``ＡＮＤ＿ＰＥＲＰ`` -> ``AND_PERP``; ``城堡ＡＮＤ怪物`` -> ``城堡 AND 怪物``); else ``None``.
+
+    Folded one character at a time, so the rest of the word keeps its own spelling."""
+    folded = [unicodedata.normalize("NFKC", ch) for ch in word]
+    flat = "".join(ch if len(ch) == 1 else "\0" for ch in folded)  # a one-to-one image of the word
+    out, pos = [], 0
+    for m in _FOLDED_KEYWORD_RE.finditer(flat):
+        if word[m.start():m.end()] == m.group():
+            continue  # already ASCII: NP303 (glued) speaks for it
+        before = word[pos:m.start()]
+        out.append(before + (" " if before else "") + m.group())
+        pos = m.end()
+        if pos < len(word):
+            out.append(" ")
+    if not out:
+        return None
+    return "".join(out) + word[pos:]
+
+
 @lru_cache(maxsize=4)  # NP301-NP303 classify the same words; results are immutable
 def _spelling(text: str) -> tuple[tuple[str, int, int, str, str], ...]:
     out = []
     for m in WORD_RE.finditer(text):
         word = m.group()
-        if "a" not in word and "A" not in word:  # every keyword-like word has one
+        if word.isascii() and "a" not in word and "A" not in word:  # every ASCII keyword-like word has one
             continue
         found = classify_word(word)
         if found is not None:
@@ -119,9 +160,77 @@ def _spelling(text: str) -> tuple[tuple[str, int, int, str, str], ...]:
     return tuple(out)
 
 
-def spelling(text: str, kind: str) -> Iterator[tuple[int, int, str, str]]:
-    """``(start, end, word, fix)`` for every word of ``text`` that :func:`classify_word` puts in
-    ``kind``; for ``misspelt`` also the separated spellings ``AND PERP``, ``AND-PERP``."""
+def spelling(text: str, kind: str) -> Iterator[tuple[int, int, str, str, bool]]:
+    """``(start, end, word, fix, splits)`` for every word of ``text`` that :func:`classify_word`
+    puts in ``kind``; for ``misspelt`` also the separated spellings ``AND PERP``, ``AND-PERP``.
+    ``splits``: whether the keyword of the fix would have text on both sides (:func:`splits_text`);
+    where it would not, a fix would only trade this finding for an empty part."""
     for found_kind, start, end, word, fix in _spelling(text):
         if found_kind == kind:
-            yield start, end, word, fix
+            yield start, end, word, fix, splits_text(text, start, end, fix)
+
+
+_KEYWORD_IN_FIX_RE = re.compile(r"\bAND(?:_PERP|_SALT|_TOPK)?\b")
+_BARE_WEIGHT_RE = re.compile(r"(?:^|(\bAND(?:_PERP|_SALT|_TOPK)?|\[))\s*:\s*[+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?$")
+_KEYWORD_BEFORE_RE = re.compile(r"\bAND(?:_PERP|_SALT|_TOPK)?(?:\([^()]*\))?$")
+
+
+def splits_text(text: str, start: int, end: int, fix: str) -> bool:
+    """Whether each keyword of ``fix``, put in place of ``text[start:end]``, has a part's text before
+    and after it: a non-space character that is not ``[`` before, and one that is not ``]`` after.
+    Looks no further than the spaces around the span (linear over all words of a text)."""
+    i, j = start - 1, end
+    while i >= 0 and text[i].isspace():
+        i -= 1
+    while j < len(text) and text[j].isspace():
+        j += 1
+    before, after = text[i:i + 1] if i >= 0 else "", text[j:j + 1]
+    # A keyword right before or after (`AND AND_PREP b`) or a bare weight after (`AND_PREP :0`)
+    # would leave an empty part between them.
+    if _KEYWORD_BEFORE_RE.search(text[max(0, i - 200):i + 1]) or _KEYWORD_IN_FIX_RE.match(text, j):
+        before = after = ""
+    window = text[max(0, i - 60):i + 1]
+    bare = _BARE_WEIGHT_RE.search(window)
+    if bare is not None and (bare.group(1) or bare.start() > 0 or i < 60):
+        before = ""  # ` :0 AND_PREP b`: only a weight before it, the part's text is empty
+    if text[end:end + 1] == "(" and fix.endswith(("AND", "_PERP", "_SALT", "_TOPK")):
+        return False  # the parenthesis would become an option list, valid or not
+    found = list(_KEYWORD_IN_FIX_RE.finditer(fix))
+    if any(not fix[a.end():b.start()].strip() for a, b in zip(found, found[1:])):
+        return False  # two keywords in a row: an empty part between them
+    for m in found:
+        left = fix[:m.start()].rstrip()[-1:] or before
+        right = fix[m.end():].lstrip()[:1] or after
+        if left in ("", "[") or right in ("", "]", ":"):
+            return False
+    return True
+
+
+def in_text_brackets(text: str, root: Prompt | None):
+    """A predicate ``inside(pos)``: whether offset ``pos`` lies inside a matched pair of A1111
+    brackets that a keyword there would split (NP202): any ``( )``, and any ``[ ]`` that neither is
+    a group nor starts a part (a keyword inside a part-starting ``[`` makes it a group, as meant).
+    O(n log n) to build, O(log n) per query."""
+    starts: set[int] = set()
+    if root is not None:
+        for _, prompt in prompts(root):
+            for part in prompt.parts:
+                body = part.body
+                starts.add(body.span.start)
+    events: list[tuple[int, int]] = []
+    for open_, close, ch in scan_brackets(text).pairs:
+        if ch == "(" or open_ not in starts:
+            events.append((open_ + 1, 1))
+            events.append((close + 1, -1))
+    events.sort()
+    positions = [p for p, _ in events]
+    depth, running = [], 0
+    for _, delta in events:
+        running += delta
+        depth.append(running)
+
+    def inside(pos: int) -> bool:
+        i = bisect.bisect_right(positions, pos)
+        return i > 0 and depth[i - 1] > 0
+
+    return inside

@@ -30,5 +30,5 @@ def check(ctx):
     yield RULE.diagnostic(
         Span(0, len(ctx.text)),
         f"{n + 1} model evaluations per step: {n} unique text{'s' if n != 1 else ''} + 1 unconditional",
-        hint="identical texts are evaluated once; `neutral-lang explain` shows the compiled plan, which may prune more",
+        hint="identical texts are evaluated once; 'neutral-lang explain' shows the compiled plan, which may prune more",
     )

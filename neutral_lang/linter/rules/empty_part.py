@@ -30,7 +30,9 @@ def check(ctx):
                 what = f"{kw} ends the {'prompt' if depth == 0 else 'group'}"
             # Deleting the keyword removes just the empty part, unless that leaves a one-part group
             # (which would turn into A1111 text) or the part carries a weight of its own.
-            fixable = part.weight_span is None and (depth == 0 or len(parts) >= 3)
+            # An option list after the keyword (valid or not) would be left behind as text.
+            fixable = part.weight_span is None and (depth == 0 or len(parts) >= 3) and \
+                ctx.text[part.keyword_span.end:part.keyword_span.end + 1] != "("
             yield RULE.diagnostic(
                 part.keyword_span,
                 f"{what}: the empty part between them conditions on the empty prompt"

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 from ...ast import Span
 from ..registry import rule
-from ..scan import LONG_KEYWORDS, spelling
+from ..scan import LONG_KEYWORDS, in_text_brackets, spelling
 
 RULE = rule("glued-keyword")
 
 
 def check(ctx):
-    for start, end, word, fix in spelling(ctx.text, "glued"):
+    inside = in_text_brackets(ctx.text, ctx.prompt)
+    for start, end, word, fix, splits in spelling(ctx.text, "glued"):
+        splits = splits and not inside(start)
         kws = [w for w in fix.split(" ") if w in LONG_KEYWORDS]
         yield RULE.diagnostic(
             Span(start, end),
             f"'{word}' is plain text: {kws[0]} is a keyword only as a whole word",
-            hint=f"put spaces around the keyword: {fix}",
-            fix=fix,
+            hint=f"put spaces around the keyword: `{fix}`" if splits else f"put spaces around the keyword ({fix}), with a part's text on each side",
+            fix=fix if splits else None,
         )

@@ -26,5 +26,5 @@ def check(ctx):
             yield RULE.diagnostic(
                 parts[1].keyword_span,
                 f"the group starts with {kw}: its first part is empty, so the empty prompt is its base",
-                hint=f"write the group's base first: [base {kw} ...]",
+                hint=f"write the group's base part first, before {kw}",
             )

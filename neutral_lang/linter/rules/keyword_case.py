@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from ...ast import Span
 from ..registry import rule
-from ..scan import spelling
+from ..scan import in_text_brackets, spelling
 
 RULE = rule("keyword-case")
 
 
 def check(ctx):
-    for start, end, word, fix in spelling(ctx.text, "case"):
+    inside = in_text_brackets(ctx.text, ctx.prompt)
+    for start, end, word, fix, splits in spelling(ctx.text, "case"):
+        splits = splits and not inside(start)
         yield RULE.diagnostic(
             Span(start, end),
             f"'{word}' is plain text: keywords are case-sensitive; did you mean {fix}?",
-            hint=f"write {fix} in capitals",
-            fix=fix,
+            hint=f"write `{fix}`, in capitals" if splits else f"write {fix} in capitals, with a part's text on each side",
+            fix=fix if splits else None,
         )

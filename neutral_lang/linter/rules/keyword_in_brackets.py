@@ -3,6 +3,10 @@
 A keyword splits the prompt wherever it stands, even inside A1111 brackets of leaf text, exactly
 as A1111's own ``AND`` split does (docs/language.md): ``a [b AND c] d`` is the two parts ``a [b``
 and ``c] d``, each with an unbalanced bracket. A group is different: its ``[`` starts a part.
+
+The unsafe fix, for a plain ``AND`` between words inside ``( )`` only, writes the English ``and``
+(what ``(red AND blue:1.2)`` most likely means); the hint says how a group is written, without rewriting the prompt, since
+which part the author wanted grouped is not in the text.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import heapq
 from ...ast import Span, iter_parts
 from ...errors import line_col
 from ..registry import rule
-from ..scan import group_brackets, scan_brackets
+from ..scan import group_brackets, scan_brackets, splits_text
 
 RULE = rule("keyword-in-brackets")
 _CLOSE = {"[": "]", "(": ")"}
@@ -43,10 +47,13 @@ def check(ctx):
             continue
         open_, ch = -open_heap[0][0], open_heap[0][2]
         line, col = line_col(ctx.text, open_)
+        # `red AND blue` reads as English; `[AND]` or `(AND :0)` has no words to join.
+        english = kw == "AND" and ch == "(" and splits_text(ctx.text, start, end, "AND")
         yield RULE.diagnostic(
             Span(start, end),
             f"{kw} splits the '{ch}...{_CLOSE[ch]}' opened at line {line}, column {col}: "
             "each side becomes a separate part with an unbalanced bracket",
-            hint="keywords split even inside brackets: for a group, start the part with '[' "
-            f"(a {kw} [b AND c]); for the English word, write 'and'",
+            hint=("for the English word write `and`; " if english else "")
+            + f"for a group, the '[' must be the first thing of a part, right after a keyword",
+            fix="and" if english else None,
         )

@@ -23,12 +23,13 @@ def check(ctx):
     second = parts[1]
     kw = second.keyword.value
     span, fix = second.keyword_span, None
-    if second.keyword.value == "AND" and first.weight_span is None and not second.options:
+    if second.keyword.value == "AND" and first.weight_span is None and not second.options and \
+            isinstance(second.body, Leaf) and second.body.text:
         # `AND x` -> `x`: the keyword and the space after it go.
         span, fix = Span(0, second.body.span.start), ""
     yield RULE.diagnostic(
         span,
         f"the prompt starts with {kw}: an empty AND part comes before it, so the empty prompt is the base",
-        hint=f"write the base prompt before {kw} (a castle {kw} ...)" + ("" if fix is None else ", or drop the keyword"),
+        hint=f"write the base prompt before {kw}" + ("" if fix is None else ", or drop the keyword"),
         fix=fix,
     )

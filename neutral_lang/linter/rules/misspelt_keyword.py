@@ -12,16 +12,18 @@ from __future__ import annotations
 
 from ...ast import Span
 from ..registry import rule
-from ..scan import spelling
+from ..scan import in_text_brackets, spelling
 
 RULE = rule("misspelt-keyword")
 
 
 def check(ctx):
-    for start, end, word, fix in spelling(ctx.text, "misspelt"):
+    inside = in_text_brackets(ctx.text, ctx.prompt)
+    for start, end, word, fix, splits in spelling(ctx.text, "misspelt"):
+        splits = splits and not inside(start)
         yield RULE.diagnostic(
             Span(start, end),
             f"'{word}' is not a keyword, so it is read as plain text: did you mean {fix}?",
-            hint=f"write {fix}",
-            fix=fix,
+            hint=f"write `{fix}`" if splits else f"write {fix}, with a part's text on each side",
+            fix=fix if splits else None,
         )

@@ -11,8 +11,9 @@ import re
 
 from ...ast import Span, iter_parts
 from ...errors import ParseError
-from ...parser import parse
+from ...parser import OPTION_RULES, parse
 from ..registry import rule
+from ..scan import splits_text
 
 RULE = rule("spaced-options")
 _SPACED = re.compile(r"[ \t]+(\([^()\n]*\))")
@@ -41,10 +42,13 @@ def check(ctx):
         except ParseError as err:
             note, fix = f" (and as options it would be an error: {err.label})", None
         else:
-            note, fix = "", fixed
+            # Without text after them, the options were the part's only text: moved, the part is empty.
+            note, fix = "", fixed if splits_text(text, kspan.start, m.end(1), kw) else None
         yield RULE.diagnostic(
             Span(kspan.start, m.end(1)),
             f"'{m.group(1)}' after a space is text, not options of {kw}{note}",
-            hint=f"write the options directly after the keyword: {fixed}",
+            hint=f"write the options directly after the keyword: `{fixed}`" if fix is not None else
+            f"write the options directly after the keyword, {fixed}, and the part's text after them" if not note else
+            f"options go directly after the keyword, and {kw} takes: {', '.join(OPTION_RULES[part.keyword])}",
             fix=fix,
         )

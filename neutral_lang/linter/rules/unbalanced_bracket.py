@@ -30,5 +30,5 @@ def check(ctx):
         yield RULE.diagnostic(
             Span(pos, pos + 1),
             _MESSAGES[ch],
-            hint=f"remove it, {add}, or write \\{ch} for a literal bracket",
+            hint=f"remove it, {add}, or write `\\{ch}` for a literal bracket",
         )

@@ -1,22 +1,32 @@
-"""NP403 weight-like-text: ``hello :abc``, ``x :1 :2``, ``x :1_0``, ``x :1,5``, ``[a AND b] :0.5 tail``.
+"""NP403 weight-like-text: ``hello :abc``, ``x :1 :2``, ``x :1,5``, ``x :- 1``, ``x :−1``, ``x ::-1``.
 
 A part's weight is a trailing ``:number`` followed only by a keyword, the group's ``]`` or the
-end (docs/language.md). Anything else that looks like one stays in the text and goes to the text
-encoder, and the part keeps weight 1 (or the weight after it). Flagged, for colons outside A1111
-brackets (``(x:1.2)`` and ``[a:b:0.5]`` are A1111 syntax):
+end (docs/language.md, "Weights"). Anything else that looks like one stays in the text and goes
+to the text encoder, and the part keeps weight 1 (or the weight after it). This rule covers
+"the number you meant is text", for colons outside A1111 brackets and extra-network tags
+(``(x:1.2)``, ``[a:b:0.5]`` and ``<lora:name:0.8>`` are A1111 syntax); docs/lint.md lists the
+whole class with the rule that reports each case:
 
 - a ``:number`` that ends the text because a real weight follows it (``x :1 :2``: weight 2);
-- a ``:number`` followed by more text (``:0.5 tail``, ``x :1 y``);
+- a ``:number`` followed by more text, with a space before the colon (``:0.5 tail``, ``x :1 y``);
+  glued to a word (``swing:1.2 green``) it is NP408;
+- a sign apart from its number (``x :- 1``): fix ``:-1``;
+- a number in look-alike characters: a Unicode minus or dash (``:−1``, ``:–1``), a full-width
+  colon or digits (``：１.２``): fix in ASCII;
+- a doubled colon before the weight (``x ::-1``, as Midjourney writes weights): the first ``:``
+  stays in the text; fix: delete it;
 - a ``:`` at the end of the text with something that is not a decimal number after it, when the
   colon has a space before it (``hello :abc``) or the thing starts like a number (``x:1_0``,
-  ``x :1,5``, ``x :.5.``); a decimal comma gets a fix (``:1.5``);
+  ``x :1,5``, ``x :.5.``, ``x :-1,``); a decimal comma or a trailing ``,``/``;`` gets a fix;
 - a lone ``:`` at the end of the text, with a space before it (``x :``).
+
+Linear in the text: each colon looks at the characters up to the next colon or space once.
 """
 
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
+import unicodedata
 
 from ...ast import Leaf, Span
 from ...lexical import NUMBER_RE
@@ -24,25 +34,36 @@ from ..registry import rule
 from ..scan import prompts
 
 RULE = rule("weight-like-text")
-_TOKEN = re.compile(r"\\.|[\[\]():]", re.S)
+#: Characters read as a colon by a reader, and by NFKC: ASCII, full-width, small.
+COLONS = ":\uff1a\ufe55"
+_TOKEN = re.compile(r"\\.|[\[\]()" + COLONS + r"]", re.S)
+# A1111 extra networks (modules/extra_networks.py): `<lora:name:0.8>`, `<hypernet:name:1>`.
+_EXTRA_NETWORK = re.compile(r"<\w+:[^<>\n]*>")
 _NUMBER = re.compile(NUMBER_RE)
-_RUN = re.compile(r"\S+")
+_UNSIGNED = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_AFTER = re.compile(r"\s*([^\s" + COLONS + r"]+)")
 _DECIMAL_COMMA = re.compile(r"[+-]?[0-9]+,[0-9]+")
+# Minus signs and dashes that are not ASCII '-' (NFKC keeps them): a reader sees a minus.
+_MINUS_LIKE = dict.fromkeys(map(ord, "\u2212\u2010\u2011\u2012\u2013\u2014\ufe63\uff0d"), "-")
+HINT = ("a weight is ':' and a decimal number in ASCII (0.5, -1, 1e-3) at the end of a part, "
+        "right before a keyword, the group's ']' or the end")
 
 
-def _colons(text: str):
-    """Offsets of the colons outside brackets, escapes honoured. A bracket may be half in another
-    part (``(red AND blue:1.2)`` splits into ``(red`` and ``blue:1.2)``), so a colon counts only if
-    no bracket is open before it and no unmatched closer follows it."""
+def colons(text: str) -> list[int]:
+    """Offsets of the colons (and full-width colons) outside A1111 brackets and extra-network tags
+    (``<lora:name:0.8>``), escapes honoured. A bracket may be half in another part
+    (``(red AND blue:1.2)`` splits into ``(red`` and ``blue:1.2)``), so a colon counts only if no
+    bracket is open before it and no unmatched closer follows it."""
+    tags = {m.start() + i for m in _EXTRA_NETWORK.finditer(text) for i, ch in enumerate(m.group()) if ch == ":"}
     tokens = [(m.start(), m.group()) for m in _TOKEN.finditer(text)]
-    inside: set[int] = set()
+    inside: set[int] = set(tags)
     depth = 0
     for pos, t in tokens:
         if t in "[(":
             depth += 1
         elif t in "])":
             depth = max(0, depth - 1)
-        elif t == ":" and depth:
+        elif t in COLONS and depth:
             inside.add(pos)
     depth = 0
     for pos, t in reversed(tokens):
@@ -50,42 +71,63 @@ def _colons(text: str):
             depth += 1
         elif t in "[(":
             depth = max(0, depth - 1)
-        elif t == ":" and depth:
+        elif t in COLONS and depth:
             inside.add(pos)
-    return [pos for pos, t in tokens if t == ":" and pos not in inside]
+    return [pos for pos, t in tokens if t in COLONS and pos not in inside]
 
 
-def _finding(text: str, c: int, runs: tuple[list[int], list[int]]):
-    """(end offset in text, message, fix) for the colon at ``c``, or None. ``runs`` holds the starts
-    and ends of the text's non-space runs: the word after each colon is found by bisection, so a run
-    of colons costs O(n log n), not O(n^2) (issue 14)."""
+def ascii_number(token: str) -> str | None:
+    """``token`` as the ASCII number a reader sees in it (``−1`` -> ``-1``, ``１.２`` -> ``1.2``),
+    when it is one only after folding look-alike characters; else ``None``."""
+    folded = unicodedata.normalize("NFKC", token).translate(_MINUS_LIKE)
+    return folded if folded != token and _NUMBER.fullmatch(folded) else None
+
+
+def _finding(text: str, c: int, last: int):
+    """(end offset in text, message, fix) for the colon at ``c``, or None. ``last``: the offset of
+    the last non-space character of ``text``."""
     spaced = c == 0 or text[c - 1].isspace()
-    starts, ends = runs
-    k = bisect_right(ends, c + 1)  # the first run that holds something after the colon
-    if k == len(ends):
-        if spaced and c > 0:
-            return len(text), "':' with no number after it is text, not a weight", None
+    colon = text[c]
+    m = _AFTER.match(text, c + 1)
+    if m is None:
+        if spaced and c > 0 and c >= last:
+            return c + 1, "':' with no number after it is text, not a weight", None
         return None
-    token_start, end = max(c + 1, starts[k]), ends[k]
-    # The word after the colon is sliced out only for a message: on a run of colons it is the
-    # rest of the run, and copying it for every colon would be quadratic.
-    at_end = k == len(ends) - 1
-    number = _NUMBER.fullmatch(text, token_start, end) is not None
+    token, end = m.group(1), m.end(1)
+    at_end = end > last
+    shown = text[c:end]
+    if colon != ":" or not token.isascii():
+        folded = ascii_number(token) if token.isascii() is False else token
+        if folded is not None and _NUMBER.fullmatch(folded) and at_end:
+            odd = "".join(ch for ch in colon + token if not ch.isascii())[:1]
+            name = unicodedata.name(odd, f"U+{ord(odd):04X}")
+            return end, (f"'{shown}' is text, not a weight: '{odd}' ({name}) is not the ASCII character "
+                         "a weight is written with"), ":" + folded
+        if colon != ":":
+            return None
+    number = _NUMBER.fullmatch(token) is not None
+    if token in "+-" and not at_end:
+        n = re.compile(r"\s+(" + _UNSIGNED.pattern + r")(?=\s*$)").match(text, end)
+        if n is not None:
+            return n.end(1), (f"'{text[c:n.end(1)]}' is text, not a weight: a space between the sign and the "
+                              f"number; the part keeps weight 1"), f":{token}{n.group(1)}"
     if number and at_end:
-        return end, f"'{text[c:end]}' stays text: only the last ':number' of a part is its weight", None
+        if c > 0 and text[c - 1].isdigit():
+            return None  # `16:9 :1`: a ratio kept as text on purpose (NP407's fix)
+        return end, f"'{shown}' stays text: only the last ':number' of a part is its weight", None
     if number and spaced:
-        return end, f"'{text[c:end]}' is text, not a weight: only a keyword, ']' or the end may follow a weight", None
+        return end, f"'{shown}' is text, not a weight: only a keyword, ']' or the end may follow a weight", None
     if not at_end:
         return None
-    first = text[token_start]
-    numeric = first in "+-.0123456789" and (c == 0 or not text[c - 1].isdigit())
-    if not (spaced or numeric) or first in "([":
+    numeric = token[0] in "+-.0123456789" and (c == 0 or not text[c - 1].isdigit())
+    if not (spaced or numeric) or token[0] in "([<" or "\\" in token:  # an escape is deliberate text
         return None
-    token = text[token_start:end]
     fix = None
     if _DECIMAL_COMMA.fullmatch(token):
-        fix = text[c:token_start] + token.replace(",", ".")
-    return end, f"'{text[c:end]}' is text, not a weight: '{token}' is not a decimal number", fix
+        fix = text[c:m.start(1)] + token.replace(",", ".")
+    elif _NUMBER.fullmatch(token.rstrip(",;")):
+        fix = text[c:m.start(1)] + token.rstrip(",;")
+    return end, f"'{shown}' is text, not a weight: '{token}' is not a decimal number", fix
 
 
 def check(ctx):
@@ -96,19 +138,24 @@ def check(ctx):
             if not isinstance(part.body, Leaf) or not part.body.text:
                 continue
             text, base = part.body.text, part.body.span.start
-            runs = None
-            for c in _colons(text):
-                if runs is None:
-                    found_runs = [m.span() for m in _RUN.finditer(text)]
-                    runs = ([a for a, _ in found_runs], [b for _, b in found_runs])
-                found = _finding(text, c, runs)
+            stripped = text.rstrip()
+            if part.weight_span is not None and stripped.endswith(":") and stripped[-2:-1] not in ("\\", ":") \
+                    and not stripped[-2:-1].isdigit():  # `0::1` would become the ratio `0:1`
+                # `x ::-1`: the weight is the last colon; the one before it stays in the text.
+                c = len(stripped) - 1
+                yield RULE.diagnostic(
+                    Span(base + c, base + c + 1),
+                    f"the first ':' of '::' stays in the text: the weight {ctx.text[part.weight_span.start + 1:part.weight_span.end].strip()} "
+                    "takes only the last one",
+                    hint=HINT, fix="",
+                )
+                text = text[:c]
+            last = len(text.rstrip()) - 1
+            for c in colons(text):
+                found = _finding(text, c, last)
                 if found is None:
                     continue
                 end, message, fix = found
-                yield RULE.diagnostic(
-                    Span(base + c, base + end),
-                    message,
-                    hint="a weight is ':' and a decimal number (0.5, -1, 1e-3) at the end of a part, "
-                    "right before a keyword, the group's ']' or the end",
-                    fix=fix,
-                )
+                if part.weight_span is not None:
+                    fix = None  # a weight follows: fixed, this would be text that looks like a weight
+                yield RULE.diagnostic(Span(base + c, base + end), message, hint=HINT, fix=fix)

@@ -57,6 +57,8 @@ def check(ctx):
                 Span(part.body.span.start, part.weight_span.end),
                 f"'{text}' holds a single part, so it is A1111 {reading}, not a group: "
                 f"the weight {format_number(part.weight)} applies to the part '{text}'",
-                hint=f"to weight the text alone drop the brackets ({inner} :{format_number(part.weight)}); "
-                "a group holds two or more parts ([x AND_SALT y] :0.5)",
+                hint=(f"to weight the text alone drop the brackets: `{inner} :{format_number(part.weight)}`; "
+                      "a group holds two or more parts") if reading == "de-emphasis" and inner[:1] not in ("", "[") else
+                (f"the weight applies to the whole part, {reading} included, which is right if that is what you "
+                 "meant; a group holds two or more parts"),
             )

@@ -35,5 +35,7 @@ def check(ctx):
                 hint = "remove the part, or give it a weight (e.g. :0.5)"
             # Deleting it is exact unless it is the first part (its keyword is implicit), it
             # competes, or the group would be left with one part (A1111 text).
-            fixable = i > 0 and part.keyword_span is not None and not competes and (depth == 0 or len(parts) >= 3)
+            # Nor when text after it has an implicit AND: deleted, the text would join the part before.
+            fixable = i > 0 and part.keyword_span is not None and not competes and (depth == 0 or len(parts) >= 3) \
+                and (i + 1 == len(parts) or parts[i + 1].keyword_span is not None)
             yield RULE.diagnostic(part.span, message, hint=hint, fix="" if fixable else None)
