@@ -104,8 +104,20 @@ def _add_inputs(parser: argparse.ArgumentParser) -> None:
                         "(default: $NEUTRAL_LANG_MAX_INPUT or 32M)")
 
 
-def _where(source: Source, pos: int) -> str:
+def _display_position(source: Source, pos: int) -> tuple[int, int]:
+    """``source.position(pos)`` with the column in display cells (wide CJK characters count two,
+    :mod:`neutral_lang.cells`), so that it agrees with the caret; only the line's window is read."""
+    from .cells import cell_width
+
     line, column = source.position(pos)
+    start, _ = source.index.line_bounds(pos)
+    if pos - start > 4096 or source.text.isascii():
+        return line, column  # a huge line: characters (the caret excerpt shows a window anyway)
+    return line, column + cell_width(source.text[start:pos]) - (pos - start)
+
+
+def _where(source: Source, pos: int) -> str:
+    line, column = _display_position(source, pos)
     return f"{escape_controls(source.label, keep_newlines=False)}:{line}:{column}"
 
 
@@ -169,9 +181,10 @@ def cmd_lint(args: argparse.Namespace) -> int:
             end_line, end_column = source.position(d.span.end)
             records.append({
                 "file": source.label, "code": d.code, "name": d.name, "severity": d.severity,
-                "message": d.message, "hint": d.hint, "fix": d.fix,
+                "message": d.message, "hint": d.hint, "fix": d.fix, "applicability": d.applicability or None,
                 "start": d.span.start, "end": d.span.end, "line": line, "column": column,
                 "end_line": end_line, "end_column": end_column,
+                "display_column": _display_position(source, d.span.start)[1],
             })
         print(escape_json(json.dumps(records, indent=2, ensure_ascii=False)))
     else:
@@ -199,7 +212,8 @@ def diagnostic_text(source: Source, d) -> str:
     if d.hint:
         lines.append(f"    hint: {escape_controls(d.hint)}")
     if d.fix is not None:
-        lines.append(f"    fix: replace with {escape_controls(repr(d.fix))}" if d.fix else "    fix: delete it")
+        label = "fix (unsafe)" if d.applicability == "unsafe" else "fix"
+        lines.append(f"    {label}: replace with {escape_controls(repr(d.fix))}" if d.fix else f"    {label}: delete it")
     return "\n".join(lines)
 
 

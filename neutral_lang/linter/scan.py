@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Iterator
 
 from ..ast import Group, Prompt
+from ..keywords import KEYWORD_RE
 from ..keywords import KEYWORDS as _TABLE
 from ..lexical import Brackets, option_lists, scan_brackets
 
@@ -26,6 +27,9 @@ __all__ = [
 KEYWORDS = tuple(k.name for k in _TABLE)
 #: Keywords that can be misspelt or glued to a word (plain ``AND`` is also an English word).
 LONG_KEYWORDS = tuple(k for k in KEYWORDS if k != "AND")
+# Every keyword / every long one as a regex alternation, longest first.
+_ALTERNATION = "(?:" + "|".join(re.escape(k) for k in sorted(KEYWORDS, key=len, reverse=True)) + ")"
+_LONG_ALTERNATION = "(?:" + "|".join(re.escape(k) for k in sorted(LONG_KEYWORDS, key=len, reverse=True)) + ")"
 
 
 def prompts(root: Prompt) -> Iterator[tuple[int, Prompt]]:
@@ -121,7 +125,7 @@ def classify_word(word: str) -> tuple[str, str] | None:
 
 # A long keyword anywhere; a bare AND only between characters that are not ASCII word
 # characters once folded (CJK text around it), so that ＨＡＮＤ stays a word.
-_FOLDED_KEYWORD_RE = re.compile(r"AND_(?:PERP|SALT|TOPK)|(?<![A-Za-z0-9_])AND(?![A-Za-z0-9_])")
+_FOLDED_KEYWORD_RE = re.compile(_LONG_ALTERNATION + r"|(?<![A-Za-z0-9_])AND(?![A-Za-z0-9_])")
 
 
 def _compatibility_keyword(word: str) -> str | None:
@@ -170,9 +174,9 @@ def spelling(text: str, kind: str) -> Iterator[tuple[int, int, str, str, bool]]:
             yield start, end, word, fix, splits_text(text, start, end, fix)
 
 
-_KEYWORD_IN_FIX_RE = re.compile(r"\bAND(?:_PERP|_SALT|_TOPK)?\b")
-_BARE_WEIGHT_RE = re.compile(r"(?:^|(\bAND(?:_PERP|_SALT|_TOPK)?|\[))\s*:\s*[+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?$")
-_KEYWORD_BEFORE_RE = re.compile(r"\bAND(?:_PERP|_SALT|_TOPK)?(?:\([^()]*\))?$")
+_KEYWORD_IN_FIX_RE = KEYWORD_RE
+_BARE_WEIGHT_RE = re.compile(r"(?:^|(\b" + _ALTERNATION + r"|\[))\s*:\s*[+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?$")
+_KEYWORD_BEFORE_RE = re.compile(r"\b" + _ALTERNATION + r"(?:\([^()]*\))?$")
 
 
 def splits_text(text: str, start: int, end: int, fix: str) -> bool:

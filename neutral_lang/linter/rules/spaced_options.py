@@ -11,7 +11,8 @@ import re
 
 from ...ast import Span, iter_parts
 from ...errors import ParseError
-from ...parser import OPTION_RULES, parse
+from ...keywords import spec
+from ...parser import parse
 from ..registry import rule
 from ..scan import splits_text
 
@@ -49,6 +50,6 @@ def check(ctx):
             f"'{m.group(1)}' after a space is text, not options of {kw}{note}",
             hint=f"write the options directly after the keyword: `{fixed}`" if fix is not None else
             f"write the options directly after the keyword, {fixed}, and the part's text after them" if not note else
-            f"options go directly after the keyword, and {kw} takes: {', '.join(OPTION_RULES[part.keyword])}",
+            f"options go directly after the keyword, and {kw} takes: {', '.join(o.name for o in spec(part.keyword).options)}",
             fix=fix,
         )
