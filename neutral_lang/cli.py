@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from typing import Callable
 
 from .inputs import (
@@ -55,25 +56,51 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 # Inputs
 
 
-def read_sources(args: argparse.Namespace) -> list[Source]:
-    """The prompts named on the command line: positional inputs, then ``-c`` texts, then ``-f``
+@dataclass(frozen=True)
+class Document:
+    """One input as a whole: a file (``path``; ``"-"`` for stdin) with its ``text`` and its
+    ``sources`` (the prompts in it), or one prompt given as text (``path`` is ``None``). ``fmt -i``
+    and ``lint --fix`` write a document back only when it is a text file (not stdin, not an image)."""
+
+    label: str
+    path: str | None
+    text: str
+    sources: tuple[Source, ...]
+    image: bool = False
+
+    @property
+    def writable(self) -> bool:
+        return self.path not in (None, "-") and not self.image
+
+
+def read_documents(args: argparse.Namespace) -> list[Document]:
+    """The inputs named on the command line: positional inputs, then ``-c`` texts, then ``-f``
     files; stdin when there are none. A positional argument is a file when it names one, stdin
     when it is ``-``, and prompt text otherwise -- unless it looks like a file name (no spaces, a
     ``/`` or a suffix such as ``.txt``): a missing file is an error, never linted as text."""
     import shlex
 
+    from .inputs import image_source, read_whole_input
+    from .prompt_file import read_prompt_file
+
     limit = max_input_bytes(getattr(args, "max_input_size", None))
-    sources: list[Source] = []
+    documents: list[Document] = []
     inline = 0
 
     def text(value: str) -> None:
         nonlocal inline
         inline += 1
-        sources.append(Source(f"<arg{inline}>", value, inline=True))
+        label = f"<arg{inline}>"
+        documents.append(Document(label, None, value, (Source(label, value, inline=True),)))
+
+    def file(path: str) -> None:
+        label, data, image = read_whole_input(path, limit=limit)
+        sources = (image_source(label, data),) if image else tuple(read_prompt_file(data, label))
+        documents.append(Document(label, path, data, sources, image))
 
     for arg in args.inputs:
         if arg == "-" or os.path.isfile(arg):
-            sources.extend(read_input(arg, limit=limit))
+            file(arg)
         elif os.path.isdir(arg):
             raise InputError(f"{arg}: is a folder; give the files in it (e.g. {arg.rstrip('/')}/*.txt)")
         elif looks_like_path(arg):
@@ -83,12 +110,19 @@ def read_sources(args: argparse.Namespace) -> list[Source]:
     for value in args.texts:
         text(value)
     for path in args.files:
-        sources.extend(read_input(path, limit=limit))
+        if os.path.isdir(path):
+            raise InputError(f"{path}: is a folder, not a file")
+        file(path)
     if not (args.inputs or args.texts or args.files):
         if sys.stdin is None or sys.stdin.isatty():
             raise InputError("nothing to read: give a PROMPT, a FILE, -c TEXT, or pipe prompts on stdin")
-        sources.extend(read_input("-", limit=limit))
-    return sources
+        file("-")
+    return documents
+
+
+def read_sources(args: argparse.Namespace) -> list[Source]:
+    """The prompts named on the command line (:func:`read_documents`), in order."""
+    return [source for document in read_documents(args) for source in document.sources]
 
 
 def _add_inputs(parser: argparse.ArgumentParser) -> None:
@@ -153,6 +187,12 @@ def add_lint(sub) -> None:
                    "enables opt-in rules such as NP107 (cost)")
     p.add_argument("--ignore", action="append", default=[], metavar="CODES",
                    help="do not report these codes or prefixes, comma-separated")
+    p.add_argument("--fix", action="store_true",
+                   help="apply the safe fixes: rewrite prompt files in place; print fixed prompt text and stdin "
+                   "to stdout (the remaining problems then go to stderr)")
+    p.add_argument("--unsafe-fixes", action="store_true",
+                   help="with --fix, also apply the fixes marked unsafe (deleting a part, an inline weight "
+                   "as emphasis, ...)")
     p.set_defaults(handler=cmd_lint)
 
 
@@ -165,7 +205,13 @@ def cmd_lint(args: argparse.Namespace) -> int:
         resolve(select, ignore)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    sources = read_sources(args)
+    out = sys.stdout
+    if args.fix or args.unsafe_fixes:
+        sources, printed = _fix_documents(args, select, ignore)
+        if printed:  # stdout holds fixed prompts: the problems left go to stderr
+            out = sys.stderr
+    else:
+        sources = read_sources(args)
     found = [(source, d) for source in sources for d in lint(source.text, select=select, ignore=ignore)]
     counts = {"error": 0, "warning": 0, "info": 0}
     for _, d in found:
@@ -186,10 +232,10 @@ def cmd_lint(args: argparse.Namespace) -> int:
                 "end_line": end_line, "end_column": end_column,
                 "display_column": _display_position(source, d.span.start)[1],
             })
-        print(escape_json(json.dumps(records, indent=2, ensure_ascii=False)))
+        print(escape_json(json.dumps(records, indent=2, ensure_ascii=False)), file=out)
     else:
         for source, d in found:
-            print(diagnostic_text(source, d))
+            print(diagnostic_text(source, d), file=out)
         problems = counts["error"] + counts["warning"]
         noun = "prompt" if len(sources) == 1 else "prompts"
         if found:
@@ -200,6 +246,64 @@ def cmd_lint(args: argparse.Namespace) -> int:
     if any(d.code == "NP001" for _, d in found):
         return EXIT_ERROR
     return EXIT_PROBLEMS if counts["error"] or counts["warning"] else EXIT_OK
+
+
+def _fix_documents(args: argparse.Namespace, select, ignore) -> tuple[list[Source], bool]:
+    """Apply the fixes (``lint --fix``): prompt files are rewritten in place (:mod:`.rewrite`:
+    only the changed prompts' lines, line endings kept); prompt text, stdin and images are
+    printed fixed to stdout. Returns the prompts as fixed, to lint again, and whether anything
+    was printed."""
+    import dataclasses
+
+    from .linter import fix_all
+    from .prompt_file import read_prompt_file
+    from .rewrite import rewrite
+
+    applied = 0
+    printed = False
+
+    def change(source: Source) -> str:
+        nonlocal applied
+        done = fix_all(source.text, unsafe=args.unsafe_fixes, select=select, ignore=ignore)
+        applied += len(done.applied)
+        return done.text
+
+    sources: list[Source] = []
+    written: list[str] = []
+    for document in read_documents(args):
+        if document.path is not None and not document.image:
+            new = rewrite(document.text, document.label, change)
+            if document.writable:
+                if new.changed:
+                    write_text(document.path, new.text)
+                    written.append(document.label)
+            else:  # stdin: the whole fixed input
+                sys.stdout.write(new.text if new.text.endswith("\n") else new.text + "\n")
+                printed = True
+            sources.extend(read_prompt_file(new.text, document.label))
+            continue
+        for source in document.sources:
+            fixed = change(source)
+            print(fixed)
+            printed = True
+            sources.append(dataclasses.replace(source, text=fixed))
+    note = f"fixed {applied} problem{'s' if applied != 1 else ''}"
+    if written:
+        note += f", rewrote {', '.join(escape_controls(w, keep_newlines=False) for w in written)}"
+    print(note, file=sys.stderr)
+    return sources, printed
+
+
+def write_text(path: str, text: str) -> None:
+    """Write a prompt file back as UTF-8, keeping a byte-order mark it had and its line endings
+    (``text`` holds them: no newline translation). Raises :class:`InputError` when it cannot."""
+    try:
+        with open(path, "rb") as fh:
+            bom = fh.read(3) == b"\xef\xbb\xbf"
+        with open(path, "w", encoding="utf-8-sig" if bom else "utf-8", newline="") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 def diagnostic_text(source: Source, d) -> str:
@@ -224,38 +328,78 @@ def diagnostic_text(source: Source, d) -> str:
 def add_fmt(sub) -> None:
     p = sub.add_parser("fmt", help="print prompts in canonical form",
                        description="Print each prompt in canonical form (one space around keywords, "
-                       "explicit keywords, weights only where not 1).")
+                       "explicit keywords, weights only where not 1); a nested prompt too long for one "
+                       "line is written one part per line. Prompt files keep their line endings.")
     _add_inputs(p)
-    p.add_argument("--check", action="store_true",
-                   help="print nothing but the prompts that are not canonical; exit 1 if there are any")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true",
+                      help="print nothing but the prompts that are not canonical; exit 1 if there are any")
+    mode.add_argument("--diff", action="store_true",
+                      help="print a unified diff of the changes fmt would make; exit 1 if there are any")
+    mode.add_argument("-i", "--in-place", action="store_true",
+                      help="rewrite prompt files in place (only the prompts that change)")
     p.set_defaults(handler=cmd_fmt)
 
 
 def cmd_fmt(args: argparse.Namespace) -> int:
-    from .errors import ParseError
-    from .formatter import format
+    import difflib
 
+    from .errors import ParseError
+    from .layout import layout
+    from .rewrite import rewrite
+
+    documents = read_documents(args)
+    if args.in_place:
+        for document in documents:
+            if not document.writable:
+                what = "prompt text" if document.path is None else "an image" if document.image else "stdin"
+                raise InputError(f"-i writes prompt files; {document.label} is {what} (leave out -i to print it)")
     status = EXIT_OK
     # Canonical prompts are data (redirected into files): escaped only when shown on a terminal.
     shown = escape_controls if sys.stdout.isatty() else (lambda text: text)
-    for source in read_sources(args):
+
+    def change(source: Source) -> str:
+        nonlocal status
         try:
-            canonical = format(source.text)
+            return layout(source.text)
         except ParseError as err:
             print(_parse_error_text(source, err), file=sys.stderr)
             status = EXIT_PROBLEMS
-            continue
-        if args.check:
-            if source.text != canonical:
-                print(f"would reformat {_name(source)}")
-                status = EXIT_PROBLEMS
-        elif source.options and source.parameters is None:  # a prompt file's option line stays one
-            from .prompt_file import prompt_line
+            return source.text
 
-            print(shown(prompt_line(canonical, source.options)))
+    for document in documents:
+        if document.path is None or document.image:
+            before = document.sources[0].text if document.image else document.text
+            after = change(document.sources[0])
+            changed = (document.sources[0].first_line,) if after != before else ()
         else:
-            print(shown(canonical))
+            new = rewrite(document.text, document.label, change)
+            before, after, changed = document.text, new.text, new.changed
+        if args.check:
+            for line in changed:
+                label = escape_controls(document.label, keep_newlines=False)
+                print(f"would reformat {label if document.path is None else f'{label}:{line}'}")
+        elif args.diff:
+            sys.stdout.writelines(shown(line) for line in difflib.unified_diff(
+                _diff_lines(before), _diff_lines(after), document.label, document.label))
+        elif args.in_place:
+            if changed:
+                write_text(document.path, after)
+                print(f"reformatted {escape_controls(document.label, keep_newlines=False)}", file=sys.stderr)
+            continue
+        else:
+            print(shown(after), end="" if after.endswith("\n") else "\n")
+        if changed and (args.check or args.diff):
+            status = max(status, EXIT_PROBLEMS)
     return status
+
+
+def _diff_lines(text: str) -> list[str]:
+    lines = text.split("\n")
+    out = [line + "\n" for line in lines[:-1]]
+    if lines[-1]:
+        out.append(lines[-1] + "\n\\ No newline at end of file\n")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

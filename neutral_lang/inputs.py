@@ -31,7 +31,7 @@ from functools import cached_property
 from typing import BinaryIO
 
 __all__ = [
-    "InputError", "Source", "LineIndex", "read_input", "read_text_input", "png_text_chunks", "image_parameters",
+    "InputError", "Source", "LineIndex", "read_input", "read_text_input", "read_whole_input", "png_text_chunks", "image_parameters",
     "positive_prompt", "max_input_bytes", "parse_size", "looks_like_path", "escape_controls",
     "DEFAULT_MAX_INPUT", "MAX_INPUT_ENV",
 ]
@@ -237,12 +237,19 @@ def read_input(path: str, *, limit: int, label: str | None = None) -> list[Sourc
 def read_text_input(path: str, *, limit: int) -> tuple[str, str]:
     """``(label, text)`` of one input read whole as UTF-8 text (a BOM dropped), bounded; an image
     gives its whole ``parameters`` infotext. For callers that want a file's text, not its prompts."""
+    label, text, _ = read_whole_input(path, limit=limit)
+    return label, text
+
+
+def read_whole_input(path: str, *, limit: int) -> tuple[str, str, bool]:
+    """``(label, text, is_image)``: :func:`read_text_input`, and whether the input was an image
+    (whose text is its infotext, and which ``fmt -i`` / ``lint --fix`` never write)."""
     label = "<stdin>" if path == "-" else path
     if path == "-":
-        return label, _text_or_image(_Bounded(sys.stdin.buffer, label, limit), label)[0]
+        return (label, *_text_or_image(_Bounded(sys.stdin.buffer, label, limit), label))
     try:
         with open(path, "rb") as stream:
-            return label, _text_or_image(_Bounded(stream, label, limit), label)[0]
+            return (label, *_text_or_image(_Bounded(stream, label, limit), label))
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror or exc}") from None
 

@@ -278,9 +278,11 @@ def test_prompt_file_one_prompt_per_line_with_options_and_continuations(tmp_path
     assert r.returncode == 1 and r.stdout.splitlines() == [f"would reformat {other}:3"]
     r = run("fmt", str(prompts))  # the nan prompt does not parse: reported with its file line
     assert f"{prompts}:6:19: non-finite weight" in r.stderr
-    assert r.stdout.splitlines()[:3] == [  # a prompt file in, a prompt file out: option lines keep their options
-        "beautiful castle landscape AND_PERP monster house castle :-1", "a castle AND_PREP monster",
-        "--prompt 'x AND_PREP y' --negative_prompt blurry --steps 20"]
+    # fmt prints the file as `fmt -i` would write it: canonical prompts, everything else kept
+    assert r.stdout.splitlines() == [
+        "beautiful castle landscape AND_PERP monster house castle :-1", "", "  a castle AND_PREP monster",
+        '--prompt "x AND_PREP y" --negative_prompt "blurry" --steps 20', "magical tree forests \\",
+        "   AND_PERP pole :nan"]
 
 
 def test_prompt_file_refuses_options_it_cannot_honour(tmp_path):

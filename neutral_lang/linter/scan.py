@@ -96,8 +96,8 @@ def classify_word(word: str) -> tuple[str, str] | None:
 
     Plain ``and``/``And`` is English and never flagged; a near miss must look like an attempt at
     a keyword (start with ``AND``, or start with ``a``/``A`` and hold an underscore). A keyword
-    followed by one or two stray characters (``AND_PERPP``, ``AND_SALTT``) is a typo, not a keyword
-    next to a word: the fix drops them.
+    whose last letter is doubled (``AND_PERPP``, ``AND_SALTTT``) is a typo, not a keyword next to
+    the word ``P``: the fix drops the extra letters.
     """
     if word in KEYWORDS:
         return None
@@ -111,8 +111,9 @@ def classify_word(word: str) -> tuple[str, str] | None:
     if _GLUED_RE.search(word):
         pieces = [p for p in re.split(f"({_GLUED_RE.pattern})", word) if p]
         keywords = [p for p in pieces if p in LONG_KEYWORDS]
-        if len(keywords) == 1 and pieces[-1] != keywords[0] and len(pieces[-1]) <= 2 and pieces[-1].isascii():
-            pieces.pop()  # a stray letter or two after the keyword: a typo, dropped
+        if len(keywords) == 1 and pieces[-1] != keywords[0] and set(pieces[-1]) == {keywords[0][-1]} \
+                and len(pieces[-1]) <= 2:
+            pieces.pop()  # the key held down, AND_PERPP: a typo, dropped
             if len(pieces) == 1:
                 return "misspelt", keywords[0]
         return "glued", " ".join(pieces)
