@@ -3,7 +3,8 @@ write, with everything else of the file kept byte for byte.
 
 A prompt file holds one prompt per line, a line ending in ``\\`` continuing on the next
 (:mod:`neutral_lang.prompt_file`). :func:`rewrite` replaces the lines of each prompt whose text
-changes and nothing else: blank lines, unchanged lines, the file's line endings (``\\r\\n`` stays ``\\r\\n``, line by line) and its final newline stay as they are. A
+changes and nothing else: blank lines, unchanged lines, the file's line endings (``\\r\\n`` stays
+``\\r\\n``, line by line) and its final newline stay as they are. A
 prompt of several lines is written with `` \\`` at the end of every line but its last, each line
 after the first indented as the new text says (the layout's four spaces per group level) on top of
 the first line's indentation, or, where the new line brings none (a fix), as it was in the file.
@@ -64,7 +65,10 @@ def rewrite(text: str, label: str, change: Callable[[Source], str]) -> Rewritten
         if not (raw_first.lstrip().startswith("--") or _writable(new_lines)):
             continue
         cr = "\r" if raw_first.endswith("\r") else ""
-        indents = [lines[n - 1][:offset] for n, offset in source.origins]
+        if raw_first.lstrip().startswith("--"):  # origins point at the prompt inside the option line
+            indents = [raw_first[:len(raw_first) - len(raw_first.lstrip())]]
+        else:
+            indents = [lines[n - 1][:offset] for n, offset in source.origins]
 
         def indent(k: int, line: str) -> str:
             # A line of the layout brings its own indentation (on top of the first line's); a fixed
