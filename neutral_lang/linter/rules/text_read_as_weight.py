@@ -23,9 +23,33 @@ from ..registry import rule
 from ..scan import prompts
 
 RULE = rule("text-read-as-weight")
-_DIGITS_BEFORE = re.compile(r"[0-9]+$")
 _UNSIGNED_INTEGER = re.compile(r":[0-9]+")
-_EDITING = re.compile(r"(?<![\w\\])[^\W\d_][\w ]*:[^\W\d_][\w ]*$")
+_WORDS = re.compile(r"[^\W\d_][\w ]*")
+
+
+def _trailing(text: str, keep) -> int:
+    """Where the run of characters ``keep`` accepts at the end of ``text`` starts (``len(text)``:
+    none). Scans back from the end only: a regex ``search`` anchored with ``$`` would retry from
+    every offset, quadratic on a long run of digits."""
+    i = len(text)
+    while i > 0 and keep(text[i - 1]):
+        i -= 1
+    return i
+
+
+def _editing(text: str) -> int | None:
+    """The offset of ``word:word`` at the end of ``text`` (prompt editing without brackets, the
+    part's weight being its ``:when``), or ``None``. Linear: the tail after the last ``:`` and the
+    words before it are each looked at once."""
+    colon = text.rfind(":")
+    if colon <= 0 or not _WORDS.fullmatch(text, colon + 1):
+        return None
+    start = _trailing(text[:colon], lambda ch: ch.isalnum() or ch in "_ ")
+    while start < colon and text[start] == " ":
+        start += 1
+    if start == colon or not _WORDS.fullmatch(text, start, colon) or text[start - 1:start] == "\\":
+        return None
+    return start
 
 
 def check(ctx):
@@ -39,9 +63,9 @@ def check(ctx):
                 continue  # a weight after a space (`16 :9`) is written as one
             body = part.body
             written = text[weight.start:weight.end]
-            digits = _DIGITS_BEFORE.search(body.text)
-            if digits is not None and _UNSIGNED_INTEGER.fullmatch(written):
-                start = body.span.start + digits.start()
+            digits = _trailing(body.text, lambda ch: ch in "0123456789")
+            if digits < len(body.text) and _UNSIGNED_INTEGER.fullmatch(written):
+                start = body.span.start + digits
                 shown = text[start:weight.end]
                 yield RULE.diagnostic(
                     Span(start, weight.end),
@@ -51,9 +75,9 @@ def check(ctx):
                     fix=f"{shown} :1",
                 )
                 continue
-            editing = _EDITING.search(body.text)
-            if editing is not None and "[" not in body.text[editing.start():]:
-                start = body.span.start + editing.start()
+            editing = _editing(body.text)
+            if editing is not None:
+                start = body.span.start + editing
                 shown = text[start:weight.end]
                 yield RULE.diagnostic(
                     Span(start, weight.end),
