@@ -83,15 +83,17 @@ def ascii_number(token: str) -> str | None:
     return folded if folded != token and _NUMBER.fullmatch(folded) else None
 
 
-def _finding(text: str, c: int, last: int):
+def _finding(text: str, c: int, last: int, tail: int):
     """(end offset in text, message, fix) for the colon at ``c``, or None. ``last``: the offset of
-    the last non-space character of ``text``."""
+    the last non-space character of ``text``; ``tail``: the offset of the first colon after the last
+    character that is neither a colon nor a space (a run of colons at the end is reported once)."""
     spaced = c == 0 or text[c - 1].isspace()
     colon = text[c]
     m = _AFTER.match(text, c + 1)
     if m is None:
-        if spaced and c > 0 and c >= last:
-            return c + 1, "':' with no number after it is text, not a weight", None
+        if spaced and c == tail and (c > 0 or last > 0):
+            shown = text[c:last + 1] if last - c < 30 else text[c:c + 30] + "..."
+            return last + 1, f"'{shown}' with no number after it is text, not a weight", None
         return None
     token, end = m.group(1), m.end(1)
     at_end = end > last
@@ -151,8 +153,11 @@ def check(ctx):
                 )
                 text = text[:c]
             last = len(text.rstrip()) - 1
+            tail = len(text.rstrip(" \t\n\r\f\v" + COLONS))
+            while tail < len(text) and text[tail] not in COLONS:
+                tail += 1
             for c in colons(text):
-                found = _finding(text, c, last)
+                found = _finding(text, c, last, tail)
                 if found is None:
                     continue
                 end, message, fix = found
