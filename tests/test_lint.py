@@ -389,3 +389,25 @@ def test_lint_never_raises(text):
         if d.fix is not None:
             d.apply_fix(text)
     assert found == sorted(found, key=lambda d: (d.span.start, d.span.end, d.code, d.message))
+
+
+# --- the documented examples are what the command prints ---------------------------------------
+
+
+def _console_examples():
+    import shlex
+
+    for page in [*sorted(DOCS.glob("NP*.md")), DOCS.parent / "lint.md"]:
+        for block in re.findall(r"```console\n(.*?)```", page.read_text("utf-8"), re.S):
+            command, _, shown = block.partition("\n")
+            if command.startswith("$ neutral-lang lint "):
+                yield pytest.param(shlex.split(command[2:])[1:], shown.rstrip("\n"), id=f"{page.name}")
+
+
+@pytest.mark.parametrize("argv,shown", list(_console_examples()))
+def test_documented_output_is_current(argv, shown, capsys):
+    from neutral_lang.cli import main
+
+    main(argv)
+    out, err = capsys.readouterr()
+    assert shown in (out.rstrip("\n"), (out + err).rstrip("\n"))
