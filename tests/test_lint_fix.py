@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import neutral_lang as nl
+from neutral_lang.ast import iter_parts
 from neutral_lang.linter import RULES, apply_fixes, fix_all
 from neutral_lang.linter.scan import scan_brackets
 from neutral_lang.testing import hostile_texts, prompts
@@ -28,7 +29,7 @@ _CONSEQUENCES = ("NP105", "NP404", "NP405")
 # A keyword fixed ends the part before it, whose weight-like tail is then judged as a weight's,
 # and starts the next, whose parenthesis is then judged as its options'.
 _WEIGHTS = ("NP403", "NP407", "NP408")
-_KEYWORD = _WEIGHTS + ("NP304", "NP402", "NP301", "NP302", "NP303", "NP305")  # and the pieces of a split word
+_KEYWORD = _WEIGHTS + ("NP203", "NP304", "NP402", "NP301", "NP302", "NP303", "NP305")  # and the pieces of a split word
 _CONSEQUENCES_OF = {"NP201": _WEIGHTS, "NP301": _KEYWORD, "NP302": _KEYWORD, "NP303": _KEYWORD, "NP305": _KEYWORD}
 
 
@@ -49,7 +50,9 @@ def assert_relints_clean(text: str, d, replacement: str, before) -> None:
     # Touching the edit: overlapping it, or (for an insertion or deletion) at its place.
     touching = [e for e in nl.lint(fixed) if e.severity != "info" and e.span.start <= hi and e.span.end >= lo
                 and not existed(e)]
-    assert not [e for e in touching if e.code == d.code], (text, d, replacement, fixed, touching)
+    # Of its own code, none over the edit (one ending right before it is a neighbour's).
+    assert not [e for e in touching if e.code == d.code and e.span.end > lo or e.code == d.code and e.span.start == lo], \
+        (text, d, replacement, fixed, touching)
     # What the prompt, read as its author meant it, says of itself is not the fix's doing: a weight
     # `:0,` fixed to `:0` is a zero weight (NP404), a keyword fixed may make two parts equal (NP105).
     allowed = set(_CONSEQUENCES + _CONSEQUENCES_OF.get(d.code, ()))
@@ -93,9 +96,21 @@ _TEXTS = st.lists(_PIECES, max_size=14).map("".join)
 
 
 def _paired(text: str) -> bool:
-    # Where brackets are unmatched, the parser's groups and A1111's pairs can disagree (issue 11
-    # gives both one bracket scan); the fixes there are withheld or checked by the fixed point below.
-    return len(text) < 300 and not scan_brackets(text).unmatched
+    """Whether the parser's groups are A1111 bracket pairs. Where they are not (unmatched or
+    crossing brackets, `[[AND[0]:0]:0 AND]`), which text a bracket belongs to is not one fact, and
+    the fixes there are left to the fixed-point test below."""
+    if len(text) >= 300:
+        return False
+    brackets = scan_brackets(text)
+    if brackets.unmatched:
+        return False
+    try:
+        tree = nl.parse(text)
+    except nl.ParseError:
+        return True
+    pairs = {(a, b) for a, b, _ in brackets.pairs}
+    return all((part.body.span.start, part.body.span.end - 1) in pairs
+               for _, part in iter_parts(tree) if isinstance(part.body, nl.Group))
 
 
 @settings(max_examples=150, deadline=None)
