@@ -53,12 +53,15 @@ def check(ctx):
                 continue
             text = part.body.text
             inner = text[1:-1].strip()
+            at = part.body.span.start
+            if at > 0 and (ctx.text[at - 1].isalnum() or ctx.text[at - 1] == "_"):
+                inner = " " + inner  # `AND[x] :0.5`: without its bracket the text would glue to the keyword
             yield RULE.diagnostic(
                 Span(part.body.span.start, part.weight_span.end),
                 f"'{text}' holds a single part, so it is A1111 {reading}, not a group: "
                 f"the weight {format_number(part.weight)} applies to the part '{text}'",
                 hint=(f"to weight the text alone drop the brackets: `{inner} :{format_number(part.weight)}`; "
-                      "a group holds two or more parts") if reading == "de-emphasis" and inner[:1] not in ("", "[") else
+                      "a group holds two or more parts") if reading == "de-emphasis" and inner.strip()[:1] not in ("", "[") else
                 (f"the weight applies to the whole part, {reading} included, which is right if that is what you "
                  "meant; a group holds two or more parts"),
             )
