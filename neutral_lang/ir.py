@@ -23,6 +23,7 @@ explicit stacks: :func:`walk`, :func:`rewrite`, :func:`dump`, and ``==``, ``hash
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Union
 
@@ -268,9 +269,12 @@ def rewrite(root: Group, rule: Callable[[Group], Group]) -> Group:
     return done[id(root)]
 
 
-#: A number as it reads best (``1``, ``-0.5``, ``1e-05``): the lexical module's one printer, so the
-#: IR, the plan, ``explain`` and the formatter print weights alike.
-num = format_number
+def num(value: float) -> str:
+    """A number as it reads best (``1``, ``-0.5``, ``1e-05``): the lexical module's one printer, so
+    the IR, the plan, ``explain`` and the formatter print weights alike. A combined weight can
+    overflow to ``inf`` (``[a AND b :1e200] :1e200``); the IR is no source text, so it prints that
+    as ``inf`` rather than refusing (running such a program raises ``GuidanceError``)."""
+    return format_number(value) if math.isfinite(value) else repr(float(value))
 
 
 def describe(part: Part) -> str:

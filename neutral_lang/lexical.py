@@ -8,6 +8,8 @@ the length of the text, whatever its shape (docs/reliability.md). No torch, no L
 
 from __future__ import annotations
 
+import math
+
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -33,7 +35,12 @@ def format_number(value: float) -> str:
     Whole numbers below 10^16 print without a fraction (every such float is exact); the rest
     print as Python's shortest round-trip ``repr``. The formatter, the IR's dump and the CLI
     print weights with it, so they agree.
+
+    Raises ``ValueError`` for nan and infinities: the language has no spelling for them
+    (docs/language.md, "Weights"), so a tree holding one (built in code) has no text.
     """
+    if not math.isfinite(value):
+        raise ValueError(f"weight {value!r} is not finite: a weight is a finite decimal number, such as 0.5 or -1")
     if value == int(value) and abs(value) < 1e16:
         return str(int(value))
     return repr(float(value))

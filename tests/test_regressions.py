@@ -107,3 +107,22 @@ def test_all_zero_deltas_with_unit_weights_give_uncond():
     u, conds = _zero_deltas(prog)
     out = prog.guide(u, conds, 7.5)
     assert float((out - u).abs().max()) == 0.0
+
+
+def test_format_refuses_a_weight_the_language_cannot_spell():
+    """A tree built in code with an infinite weight has no text: a clear ValueError, not an
+    OverflowError from int(inf) (the docs/testing.md example once doubled 1e308 into one)."""
+    import dataclasses
+
+    tree = nl.parse("a AND b :1e308")
+    part = dataclasses.replace(tree.parts[1], weight=float("inf"))
+    tree = dataclasses.replace(tree, parts=(tree.parts[0], part), source=None)
+    with pytest.raises(ValueError, match="not finite"):
+        nl.format(tree)
+
+
+def test_explain_prints_a_combined_weight_that_overflows():
+    """Nested weights multiply ([a AND b :1e200] :1e200 is inf); explain shows it, NP406 warns."""
+    text = "x AND [a AND b :1e200] :1e200"
+    assert "AND inf" in nl.compile(text).explain()
+    assert "NP406" in {d.code for d in nl.lint(text)}
