@@ -70,8 +70,8 @@ TOY = (
     ),
     Comparison(
         "weights", "weights",
-        "The weight of an AND part, from 0 to 1 (the seed's XYZ study): where does the blue square "
-        "appear?",
+        "The weight of an AND part, from 0 to 1 (the seed's XYZ study). On this small model the "
+        "added part shows as a blue tint from about 0.25, not as a second object (docs/toy.md).",
         tuple((f":{w}", f"a red circle on the left AND a blue square on the right :{w}")
               for w in ("0", "0.25", "0.5", "0.75", "1")),
     ),
