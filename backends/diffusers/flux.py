@@ -27,14 +27,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .adapters import FamilyAdapter, TextOptions, UnsupportedFeatureError, _call_default, register
-from .stable_diffusion_3 import refuse_prompt_callbacks
+from .adapters import TextOptions, UnsupportedFeatureError, _call_default, register
+from .stable_diffusion_3 import JointTransformerAdapter, refuse_prompt_callbacks
 
 __all__ = ["FluxAdapter"]
 
 
 @register
-class FluxAdapter(FamilyAdapter):
+class FluxAdapter(JointTransformerAdapter):
     """Flux.1: true CFG per branch, or the distilled prediction alone."""
 
     name = "Flux.1"
@@ -64,9 +64,6 @@ class FluxAdapter(FamilyAdapter):
         refuse_prompt_callbacks(kwargs, {"prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
                                          "negative_pooled_prompt_embeds"})
 
-    def denoiser(self, pipe: Any) -> Any:
-        return pipe.transformer
-
     def text_encoder(self, pipe: Any, options: TextOptions) -> Any:
         from .t5_encoding import FluxTextEncoder
 
@@ -77,19 +74,3 @@ class FluxAdapter(FamilyAdapter):
         """``true_cfg_scale`` when the pipeline runs true CFG (a negative prompt and a scale > 1), else 1."""
         scale = float(kwargs.get("true_cfg_scale", _call_default(pipe, "true_cfg_scale", 1.0)))
         return scale if scale > 1 and negative_prompt is not None else 1.0
-
-    def lora_scale(self, kwargs: dict) -> float | None:
-        scale = (kwargs.get("joint_attention_kwargs") or {}).get("scale")
-        return None if scale is None else float(scale)
-
-    def pipeline_inputs(self, carrier: Any) -> dict:
-        return {
-            "prompt_embeds": carrier.hidden,
-            "pooled_prompt_embeds": carrier.pooled,
-            "negative_prompt_embeds": carrier.hidden,
-            "negative_pooled_prompt_embeds": carrier.pooled,
-        }
-
-    def set_text(self, kwargs: dict, hidden: Any, pooled: Any, mask: Any) -> None:
-        kwargs["encoder_hidden_states"] = hidden
-        kwargs["pooled_projections"] = pooled

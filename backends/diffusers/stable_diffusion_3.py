@@ -17,7 +17,7 @@ from typing import Any
 
 from .adapters import FamilyAdapter, TextOptions, UnsupportedFeatureError, _call_default, register
 
-__all__ = ["StableDiffusion3Adapter", "refuse_prompt_callbacks"]
+__all__ = ["JointTransformerAdapter", "StableDiffusion3Adapter", "refuse_prompt_callbacks"]
 
 
 def refuse_prompt_callbacks(kwargs: dict, names: set[str]) -> None:
@@ -31,8 +31,33 @@ def refuse_prompt_callbacks(kwargs: dict, names: set[str]) -> None:
         )
 
 
+class JointTransformerAdapter(FamilyAdapter):
+    """What SD3 and Flux share: a transformer denoiser taking ``encoder_hidden_states`` and
+    ``pooled_projections``, the LoRA scale in ``joint_attention_kwargs``, and pooled prompt
+    embeddings beside the per-token ones. Not registered: a base for the two families."""
+
+    def denoiser(self, pipe: Any) -> Any:
+        return pipe.transformer
+
+    def lora_scale(self, kwargs: dict) -> float | None:
+        scale = (kwargs.get("joint_attention_kwargs") or {}).get("scale")
+        return None if scale is None else float(scale)
+
+    def pipeline_inputs(self, carrier: Any) -> dict:
+        return {
+            "prompt_embeds": carrier.hidden,
+            "negative_prompt_embeds": carrier.hidden,
+            "pooled_prompt_embeds": carrier.pooled,
+            "negative_pooled_prompt_embeds": carrier.pooled,
+        }
+
+    def set_text(self, kwargs: dict, hidden: Any, pooled: Any, mask: Any) -> None:
+        kwargs["encoder_hidden_states"] = hidden
+        kwargs["pooled_projections"] = pooled
+
+
 @register
-class StableDiffusion3Adapter(FamilyAdapter):
+class StableDiffusion3Adapter(JointTransformerAdapter):
     """SD3 / SD3.5 (Medium, Large, Large Turbo): txt2img, img2img, inpaint."""
 
     name = "Stable Diffusion 3/3.5"
@@ -64,31 +89,12 @@ class StableDiffusion3Adapter(FamilyAdapter):
         refuse_prompt_callbacks(kwargs, {"prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
                                          "negative_pooled_prompt_embeds"})
 
-    def denoiser(self, pipe: Any) -> Any:
-        return pipe.transformer
-
     def text_encoder(self, pipe: Any, options: TextOptions) -> Any:
         from .t5_encoding import SD3TextEncoder
 
         length = options.max_sequence_length or _call_default(pipe, "max_sequence_length", 256)
         return SD3TextEncoder(pipe, options, length)
 
-    def lora_scale(self, kwargs: dict) -> float | None:
-        scale = (kwargs.get("joint_attention_kwargs") or {}).get("scale")
-        return None if scale is None else float(scale)
-
-    def pipeline_inputs(self, carrier: Any) -> dict:
-        return {
-            "prompt_embeds": carrier.hidden,
-            "negative_prompt_embeds": carrier.hidden,
-            "pooled_prompt_embeds": carrier.pooled,
-            "negative_pooled_prompt_embeds": carrier.pooled,
-        }
-
     # No direct_inputs: given embeddings, SD3's encode_prompt does not repeat them for
     # num_images_per_prompt, so a one-part program goes through the hooks (which keep the
     # pipeline's own CFG step).
-
-    def set_text(self, kwargs: dict, hidden: Any, pooled: Any, mask: Any) -> None:
-        kwargs["encoder_hidden_states"] = hidden
-        kwargs["pooled_projections"] = pooled
