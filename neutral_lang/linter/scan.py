@@ -12,7 +12,7 @@ import unicodedata
 from functools import lru_cache
 from typing import Iterator
 
-from ..ast import Group, Prompt
+from ..ast import Group, Leaf, Part, Prompt
 from ..keywords import KEYWORD_RE
 from ..keywords import KEYWORDS as _TABLE
 from ..lexical import Brackets, option_lists, scan_brackets
@@ -42,6 +42,15 @@ def prompts(root: Prompt) -> Iterator[tuple[int, Prompt]]:
         for part in reversed(prompt.parts):
             if isinstance(part.body, Group):
                 stack.append((depth + 1, part.body.prompt))
+
+
+def text_parts(root: Prompt) -> Iterator[tuple[Part, str, int]]:
+    """``(part, text, offset)`` for every part of the tree whose body is non-empty text, with the
+    source offset of the text's first character: what the rules that read inside texts walk."""
+    for _, prompt in prompts(root):
+        for part in prompt.parts:
+            if isinstance(part.body, Leaf) and part.body.text:
+                yield part, part.body.text, part.body.span.start
 
 
 def group_brackets(root: Prompt) -> set[int]:

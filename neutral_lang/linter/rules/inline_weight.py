@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import re
 
-from ...ast import Leaf, Span
+from ...ast import Span
 from ...formatter import format_number
 from ..registry import rule
-from ..scan import prompts
+from ..scan import text_parts
 from .weight_like_text import colons
 
 RULE = rule("inline-weight")
@@ -28,34 +28,30 @@ _BOUNDARY = re.compile(r"[,;.|()\[\]<>\n]")
 def check(ctx):
     if ctx.prompt is None:
         return
-    for _, prompt in prompts(ctx.prompt):
-        for part in prompt.parts:
-            if not isinstance(part.body, Leaf) or not part.body.text:
+    for part, text, base in text_parts(ctx.prompt):
+        floor = 0  # where the next phrase may start
+        for c in colons(text):
+            if text[c] != ":" or c == 0 or not text[c - 1].isalpha():
                 continue
-            text, base = part.body.text, part.body.span.start
-            floor = 0  # where the next phrase may start
-            for c in colons(text):
-                if text[c] != ":" or c == 0 or not text[c - 1].isalpha():
-                    continue
-                m = _DECIMAL.match(text, c + 1)
-                if m is None:
-                    continue
-                start = floor
-                for b in _BOUNDARY.finditer(text, floor, c):
-                    start = b.end()
-                while start < c and text[start].isspace():
-                    start += 1
-                floor = m.end()
-                phrase = text[start:c]
-                weight = m.group()
-                if part.weight_span is not None:
-                    last = f"only the last weight, {format_number(part.weight)}, weights the part, and all of it"
-                else:
-                    last = "the part keeps weight 1"
-                yield RULE.diagnostic(
-                    Span(base + start, base + m.end()),
-                    f"':{weight}' is text, not the weight of '{phrase}': a weight ends a part; {last}",
-                    hint=f"to weight the phrase, write A1111 emphasis `({phrase}:{weight})`; "
-                    "to make it a part of its own, start it with AND",
-                    fix=f"({phrase}:{weight})",
-                )
+            m = _DECIMAL.match(text, c + 1)
+            if m is None:
+                continue
+            start = floor
+            for b in _BOUNDARY.finditer(text, floor, c):
+                start = b.end()
+            while start < c and text[start].isspace():
+                start += 1
+            floor = m.end()
+            phrase = text[start:c]
+            weight = m.group()
+            if part.weight_span is not None:
+                last = f"only the last weight, {format_number(part.weight)}, weights the part, and all of it"
+            else:
+                last = "the part keeps weight 1"
+            yield RULE.diagnostic(
+                Span(base + start, base + m.end()),
+                f"':{weight}' is text, not the weight of '{phrase}': a weight ends a part; {last}",
+                hint=f"to weight the phrase, write A1111 emphasis `({phrase}:{weight})`; "
+                "to make it a part of its own, start it with AND",
+                fix=f"({phrase}:{weight})",
+            )

@@ -28,10 +28,10 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from ...ast import Leaf, Span
+from ...ast import Span
 from ...lexical import NUMBER_RE
 from ..registry import rule
-from ..scan import prompts
+from ..scan import text_parts
 
 RULE = rule("weight-like-text")
 #: Characters read as a colon by a reader, and by NFKC: ASCII, full-width, small.
@@ -135,32 +135,28 @@ def _finding(text: str, c: int, last: int, tail: int):
 def check(ctx):
     if ctx.prompt is None:
         return
-    for _, prompt in prompts(ctx.prompt):
-        for part in prompt.parts:
-            if not isinstance(part.body, Leaf) or not part.body.text:
+    for part, text, base in text_parts(ctx.prompt):
+        stripped = text.rstrip()
+        if part.weight_span is not None and stripped.endswith(":") and stripped[-2:-1] not in ("\\", ":") \
+                and not stripped[-2:-1].isdigit():  # `0::1` would become the ratio `0:1`
+            # `x ::-1`: the weight is the last colon; the one before it stays in the text.
+            c = len(stripped) - 1
+            yield RULE.diagnostic(
+                Span(base + c, base + c + 1),
+                f"the first ':' of '::' stays in the text: the weight {ctx.text[part.weight_span.start + 1:part.weight_span.end].strip()} "
+                "takes only the last one",
+                hint=HINT, fix="",
+            )
+            text = text[:c]
+        last = len(text.rstrip()) - 1
+        tail = len(text.rstrip(" \t\n\r\f\v" + COLONS))
+        while tail < len(text) and text[tail] not in COLONS:
+            tail += 1
+        for c in colons(text):
+            found = _finding(text, c, last, tail)
+            if found is None:
                 continue
-            text, base = part.body.text, part.body.span.start
-            stripped = text.rstrip()
-            if part.weight_span is not None and stripped.endswith(":") and stripped[-2:-1] not in ("\\", ":") \
-                    and not stripped[-2:-1].isdigit():  # `0::1` would become the ratio `0:1`
-                # `x ::-1`: the weight is the last colon; the one before it stays in the text.
-                c = len(stripped) - 1
-                yield RULE.diagnostic(
-                    Span(base + c, base + c + 1),
-                    f"the first ':' of '::' stays in the text: the weight {ctx.text[part.weight_span.start + 1:part.weight_span.end].strip()} "
-                    "takes only the last one",
-                    hint=HINT, fix="",
-                )
-                text = text[:c]
-            last = len(text.rstrip()) - 1
-            tail = len(text.rstrip(" \t\n\r\f\v" + COLONS))
-            while tail < len(text) and text[tail] not in COLONS:
-                tail += 1
-            for c in colons(text):
-                found = _finding(text, c, last, tail)
-                if found is None:
-                    continue
-                end, message, fix = found
-                if part.weight_span is not None:
-                    fix = None  # a weight follows: fixed, this would be text that looks like a weight
-                yield RULE.diagnostic(Span(base + c, base + end), message, hint=HINT, fix=fix)
+            end, message, fix = found
+            if part.weight_span is not None:
+                fix = None  # a weight follows: fixed, this would be text that looks like a weight
+            yield RULE.diagnostic(Span(base + c, base + end), message, hint=HINT, fix=fix)
