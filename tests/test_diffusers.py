@@ -32,12 +32,9 @@ from diffusers import (  # noqa: E402
 import neutral_lang as nl  # noqa: E402
 from neutral_lang.backends.diffusers import ModelLoadError, load_pipeline  # noqa: E402
 from neutral_lang.backends.diffusers.text_encoding import PromptEncoder, chunk_tokens  # noqa: E402
+from diffusers_helpers import UNetCalls, hooks_on, seed  # noqa: E402
 
 STEPS = 4
-
-
-def seed(n: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(n)
 
 
 def plain(pipe, prompt, **kwargs):
@@ -54,39 +51,6 @@ def assert_same_image(a, b):
     # Not bit-exact: the plan computes u + s*(c - u) as (1 - s)*u + s*c (float32 rounding only).
     assert a.shape == b.shape
     assert abs(a - b).max() < 1e-5
-
-
-class UNetCalls:
-    """Records every UNet execution inside the model (batch size, cross-attention input)."""
-
-    def __init__(self, pipe):
-        self.batches: list[int] = []
-        self.hidden: list[torch.Tensor] = []
-        unet = pipe.unet
-        attention = next(m for m in unet.modules() if type(m).__name__ == "Transformer2DModel")
-        self.handles = [
-            unet.conv_in.register_forward_hook(lambda m, args, out: self.batches.append(out.shape[0])),
-            attention.register_forward_pre_hook(self._attention, with_kwargs=True),
-        ]
-
-    def _attention(self, module, args, kwargs):
-        # the first Transformer2DModel runs once per UNet call
-        self.hidden.append(kwargs["encoder_hidden_states"].detach().clone())
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        for handle in self.handles:
-            handle.remove()
-
-
-def hooks_on(module) -> int:
-    names = (
-        "_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs",
-        "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called", "_backward_hooks",
-    )
-    return sum(len(getattr(m, name)) for m in module.modules() for name in names)
 
 
 # -- equal to the plain pipeline ---------------------------------------------------------------
@@ -112,7 +76,7 @@ def test_negative_prompt_is_respected(any_pipe):
 
 @pytest.mark.parametrize("scale", [1.0, 0.5, 0.0])
 def test_guidance_scale_at_most_one(any_pipe, scale):
-    with UNetCalls(any_pipe) as calls:
+    with UNetCalls(any_pipe.unet) as calls:
         image = ours(any_pipe, "a castle AND glasses :0.5", guidance_scale=scale)
     assert calls.batches == [3] * STEPS  # the uncond is evaluated although the pipeline skips it
     assert math.isfinite(float(image.sum()))
@@ -138,7 +102,7 @@ def test_img2img_and_inpaint_equal_the_plain_pipeline(sd_pipe, sdxl_pipe, cls, e
     pipe.set_progress_bar_config(disable=True)
     image = torch.rand(1, 3, tiny_pipes.IMAGE_SIZE, tiny_pipes.IMAGE_SIZE, generator=seed(1))
     kwargs = {"image": image, "strength": 0.5, **extra}
-    with UNetCalls(pipe) as calls:
+    with UNetCalls(pipe.unet) as calls:
         a = ours(pipe, "a castle", **kwargs)
     assert calls.batches == [2] * (STEPS // 2)  # strength 0.5 runs half the steps
     assert_same_image(a, plain(pipe, "a castle", **kwargs))
@@ -160,7 +124,7 @@ def test_guidance_rescale_is_the_run_time_cfg_rescale_and_never_recompiles(sd_pi
 
 @pytest.mark.parametrize("bad, error", [(1.5, ValueError), (float("nan"), ValueError), ("0.7", TypeError)])
 def test_a_bad_guidance_rescale_is_refused_before_the_unet_runs(sd_pipe, bad, error):
-    with UNetCalls(sd_pipe) as calls, pytest.raises(error, match="cfg_rescale"):
+    with UNetCalls(sd_pipe.unet) as calls, pytest.raises(error, match="cfg_rescale"):
         nl.compile("a castle").run(sd_pipe, num_inference_steps=STEPS, guidance_rescale=bad)
     assert calls.batches == []
 
@@ -193,7 +157,7 @@ def test_prompt_arguments_are_refused(sd_pipe):
 def test_one_unet_call_per_step_with_unique_conditionings_plus_one(any_pipe, per_prompt):
     prompt = "a castle AND_PERP a monster :-1 AND a castle :0.5 AND_SALT glasses"
     assert len(nl.compile(prompt).prompts) == 3  # "a castle" twice is one conditioning
-    with UNetCalls(any_pipe) as calls:
+    with UNetCalls(any_pipe.unet) as calls:
         ours(any_pipe, prompt, num_images_per_prompt=per_prompt)
     assert calls.batches == [(3 + 1) * per_prompt] * STEPS
 
@@ -201,7 +165,7 @@ def test_one_unet_call_per_step_with_unique_conditionings_plus_one(any_pipe, per
 def test_items_of_a_list_skip_conditionings_they_do_not_use(sd_pipe):
     program = nl.compile(["a castle AND glasses", "a dog"])
     assert program.prompts == ("a castle", "glasses", "a dog")
-    with UNetCalls(sd_pipe) as calls:
+    with UNetCalls(sd_pipe.unet) as calls:
         images = program.run(sd_pipe, num_inference_steps=STEPS, num_images_per_prompt=2, output_type="np").images
     # 4 unconds, items 0-1 need 2 conditionings each, items 2-3 one each
     assert calls.batches == [4 + 2 * 2 + 2 * 1] * STEPS
@@ -368,7 +332,7 @@ def test_chunk_tokens_weights_and_padding():
 
 def test_long_prompts_run_and_the_uncond_is_masked_to_its_own_length():
     pipe, encoder = short_encoder()
-    with UNetCalls(pipe) as calls:
+    with UNetCalls(pipe.unet) as calls:
         image = ours(pipe, "cat " * 20 + "AND dog")
     assert math.isfinite(float(image.sum()))
     assert {h.shape[1] for h in calls.hidden} == {32}  # two chunks for the long part
@@ -387,7 +351,7 @@ def test_prompt_editing_switches_the_embedding_at_a1111s_step(any_pipe):
     encoder = PromptEncoder(any_pipe)
     castle, dog = encoder.encode("a castle").hidden, encoder.encode("a dog").hidden
     # schedule("a [castle:dog:0.5]", 4) == [(2, "a castle"), (4, "a dog")]: steps 0-2, then 3
-    with UNetCalls(any_pipe) as calls:
+    with UNetCalls(any_pipe.unet) as calls:
         ours(any_pipe, "a [castle:dog:0.5] AND glasses")
     assert len(calls.hidden) == STEPS
     for step, hidden in enumerate(calls.hidden):
@@ -397,7 +361,7 @@ def test_prompt_editing_switches_the_embedding_at_a1111s_step(any_pipe):
 
 def test_alternation_in_the_negative_prompt(sd_pipe):
     encoder = PromptEncoder(sd_pipe)
-    with UNetCalls(sd_pipe) as calls:
+    with UNetCalls(sd_pipe.unet) as calls:
         ours(sd_pipe, "a castle", negative_prompt="[cat|dog]")
     texts = ["cat", "cat", "dog", "cat"]  # A1111: the first option holds for two steps
     for hidden, text in zip(calls.hidden, texts):

@@ -21,23 +21,16 @@ from diffusers.models.controlnets import MultiControlNetModel  # noqa: E402
 
 import neutral_lang as nl  # noqa: E402
 from neutral_lang.backends.diffusers import tiny  # noqa: E402
+from neutral_lang.backends.diffusers.tiny import quiet  # noqa: E402
 from neutral_lang.backends.torch.executor import Trace  # noqa: E402
+from diffusers_helpers import UNetCalls, seed  # noqa: E402
 
 STEPS = 3
 SIZE = tiny.IMAGE_SIZE
 
 
-def seed(n: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(n)
-
-
 def control_image(n: int = 3) -> torch.Tensor:
     return torch.rand(1, 3, SIZE, SIZE, generator=seed(n))
-
-
-def quiet(pipe):
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 @pytest.fixture(scope="module")
@@ -74,30 +67,6 @@ def latents(pipe, prompt=None, program=None, **kwargs):
     return pipe(prompt, **kwargs).images
 
 
-class Calls:
-    """Records each execution of a UNet or ControlNet from inside it (after every hook on the
-    module itself): its batch size and its first cross-attention input."""
-
-    def __init__(self, module):
-        self.batches: list[int] = []
-        self.hidden: list[torch.Tensor] = []
-        attention = next(m for m in module.modules() if type(m).__name__ == "Transformer2DModel")
-        self.handles = [
-            module.conv_in.register_forward_hook(lambda m, args, out: self.batches.append(out.shape[0])),
-            attention.register_forward_pre_hook(self._attention, with_kwargs=True),
-        ]
-
-    def _attention(self, module, args, kwargs):
-        self.hidden.append(kwargs["encoder_hidden_states"].detach().clone())
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        for handle in self.handles:
-            handle.remove()
-
-
 CONTROL_CASES = [
     pytest.param("sd_control", {}, id="sd"),
     pytest.param("sd_control", {"guess_mode": True}, id="sd-guess"),
@@ -127,7 +96,7 @@ def test_controlnet_one_part_prompt_equals_the_plain_pipeline(request, name, ext
 def test_controlnet_sees_every_conditioning_of_a_multi_part_prompt(sd_control, guess):
     """One ControlNet call and one UNet call per step, both with the same text rows."""
     prompt = "a castle AND_PERP a monster :-1 AND glasses :0.5"
-    with Calls(sd_control.controlnet) as control, Calls(sd_control.unet) as unet:
+    with UNetCalls(sd_control.controlnet) as control, UNetCalls(sd_control.unet) as unet:
         latents(sd_control, program=prompt, image=control_image(), guess_mode=guess)
     assert unet.batches == [4] * STEPS  # uncond + 3 conditionings
     assert control.batches == ([3] if guess else [4]) * STEPS  # guess mode: the conds alone
@@ -139,7 +108,7 @@ def test_controlnet_sees_every_conditioning_of_a_multi_part_prompt(sd_control, g
 def test_controlnet_with_uncond_and_cond_of_different_lengths(sd_control):
     """ControlNet takes no text mask: the uncond and cond rows go in two calls, each unpadded."""
     long_prompt = "a castle, " * 40 + "AND glasses"
-    with Calls(sd_control.controlnet) as control, Calls(sd_control.unet) as unet:
+    with UNetCalls(sd_control.controlnet) as control, UNetCalls(sd_control.unet) as unet:
         out = latents(sd_control, program=long_prompt, image=control_image())
     assert torch.isfinite(out).all()
     assert unet.batches == [3] * STEPS
@@ -162,7 +131,7 @@ def test_max_batch_splits_the_batch_with_the_same_result(sd_control, max_batch):
     prompt = "a castle AND_PERP a monster :-1 AND_TOPK glasses :0.5"
     kwargs = {"image": control_image(), "num_images_per_prompt": 2}
     whole = latents(sd_control, program=prompt, **kwargs)
-    with Calls(sd_control.controlnet) as control, Calls(sd_control.unet) as unet:
+    with UNetCalls(sd_control.controlnet) as control, UNetCalls(sd_control.unet) as unet:
         split = latents(sd_control, program=prompt, max_batch=max_batch, **kwargs)
     rows = 2 * 4  # 2 images x (uncond + 3 conditionings)
     calls = -(-rows // max_batch)

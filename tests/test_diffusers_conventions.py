@@ -26,17 +26,10 @@ import neutral_lang as nl  # noqa: E402
 from neutral_lang.backends.diffusers import UnsupportedFeatureError, tiny  # noqa: E402
 from neutral_lang.backends.diffusers.runner import DenoiserBusyError  # noqa: E402
 from neutral_lang.backends.diffusers.text_encoding import EmphasisWarning, PromptEncoder  # noqa: E402
+from neutral_lang.backends.diffusers.tiny import quiet  # noqa: E402
+from diffusers_helpers import UNetCalls, hooks_on, seed  # noqa: E402
 
 STEPS = 3
-
-
-def seed(n: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(n)
-
-
-def quiet(pipe):
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def plain(pipe, prompt, **kwargs):
@@ -50,28 +43,6 @@ def ours(pipe, program, **kwargs):
 
 def diff(a, b) -> float:
     return float((a - b).abs().max())
-
-
-class UNetCalls:
-    """Each UNet execution as seen inside the model: batch size and cross-attention input."""
-
-    def __init__(self, unet):
-        self.batches: list[int] = []
-        self.hidden: list[torch.Tensor] = []
-        attention = next(m for m in unet.modules() if type(m).__name__ == "Transformer2DModel")
-        self.handles = [
-            unet.conv_in.register_forward_hook(lambda m, a, out: self.batches.append(out.shape[0])),
-            attention.register_forward_pre_hook(
-                lambda m, a, k: self.hidden.append(k["encoder_hidden_states"].clone()), with_kwargs=True
-            ),
-        ]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        for handle in self.handles:
-            handle.remove()
 
 
 # -- no CFG at guidance_scale <= 1 ----------------------------------------------------------------
@@ -229,11 +200,6 @@ def test_a_forward_wrapper_without_functools_wraps(sd_pipe):
 
 
 # -- the pipeline is left as it was ------------------------------------------------------------------
-
-
-def hooks_on(module) -> int:
-    names = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs")
-    return sum(len(getattr(m, name)) for m in module.modules() for name in names)
 
 
 def state(pipe):

@@ -27,6 +27,7 @@ import neutral_lang as nl  # noqa: E402
 from neutral_lang.backends.diffusers import tiny  # noqa: E402
 from neutral_lang.backends.diffusers.text_encoding import PromptEncoder  # noqa: E402
 from neutral_lang.backends.torch.executor import Trace  # noqa: E402
+from diffusers_helpers import UNetCalls, seed  # noqa: E402
 
 STEPS = 2
 SIZE = tiny.IMAGE_SIZE
@@ -67,10 +68,6 @@ CASES = [
     ("sdxl", "inpaint", "controlnet", dict(negative="a dog", scale=1.0)),
     ("sdxl", "inpaint", "ip", dict(negative=None, scale=0.0, clip_skip=1)),
 ]
-
-
-def seed(n: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(n)
 
 
 def lora(components: dict) -> None:
@@ -118,8 +115,7 @@ def pipes():
             comps["controlnet"] = tiny.controlnet(comps["unet"])
         cls = getattr(diffusers, CLASSES[family, task, addon == "controlnet"])
         accepted = inspect.signature(cls.__init__).parameters
-        pipe = cls(**{k: v for k, v in comps.items() if k in accepted})
-        pipe.set_progress_bar_config(disable=True)
+        pipe = tiny.quiet(cls(**{k: v for k, v in comps.items() if k in accepted}))
         built[key] = pipe
         return pipe
 
@@ -156,37 +152,18 @@ def call_kwargs(task: str, addon: str, settings: dict) -> dict:
     return kwargs
 
 
-class Inside:
+class Inside(UNetCalls):
     """What the UNet (and a ControlNet, and the IP-Adapter projection) execute, seen from inside."""
 
     def __init__(self, pipe):
-        self.unet: list[int] = []
-        self.hidden: list[torch.Tensor] = []
+        super().__init__(pipe.unet)
         self.control: list[int] = []
         self.image_rows: list[int] = []
-        unet = pipe.unet
-        attention = next(m for m in unet.modules() if type(m).__name__ == "Transformer2DModel")
-        self.handles = [
-            unet.conv_in.register_forward_hook(lambda m, a, out: self.unet.append(out.shape[0])),
-            attention.register_forward_pre_hook(self._text, with_kwargs=True),
-        ]
         if getattr(pipe, "controlnet", None) is not None:
-            hook = pipe.controlnet.conv_in.register_forward_hook(lambda m, a, out: self.control.append(out.shape[0]))
-            self.handles.append(hook)
-        if unet.encoder_hid_proj is not None:
-            hook = unet.encoder_hid_proj.register_forward_hook(lambda m, a, out: self.image_rows.append(out[0].shape[0]))
-            self.handles.append(hook)
-
-    def _text(self, module, args, kwargs):
-        hidden = kwargs["encoder_hidden_states"]
-        self.hidden.append((hidden[0] if isinstance(hidden, tuple) else hidden).detach().clone())
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        for handle in self.handles:
-            handle.remove()
+            self.add(pipe.controlnet.conv_in.register_forward_hook(lambda m, a, out: self.control.append(out.shape[0])))
+        if pipe.unet.encoder_hid_proj is not None:
+            hook = pipe.unet.encoder_hid_proj.register_forward_hook(lambda m, a, out: self.image_rows.append(out[0].shape[0]))
+            self.add(hook)
 
 
 def case_id(case) -> str:
@@ -217,12 +194,12 @@ def test_identity_law_and_one_batched_call(pipes, case):
     with Inside(pipe) as inside:
         nl.compile(MULTI).run(pipe, generator=seed(), **ours)
     n = settings.get("n", 1)
-    steps = len(inside.unet)
-    assert steps >= 1 and inside.unet == [n * (1 + len(MULTI_TEXTS))] * steps
+    steps = len(inside.batches)
+    assert steps >= 1 and inside.batches == [n * (1 + len(MULTI_TEXTS))] * steps
     if addon == "controlnet":
         assert len(inside.control) == steps
     if addon == "ip":
-        assert inside.image_rows == inside.unet
+        assert inside.image_rows == inside.batches
     encoder = PromptEncoder(pipe, clip_skip=clip_skip, lora_scale=settings.get("lora"))
     uncond = encoder.zeros() if negative is None and family == "sdxl" else encoder.encode_negative(negative or "")
     wanted = [uncond.hidden] * n + [encoder.encode(t).hidden for t in MULTI_TEXTS for _ in range(n)]

@@ -33,15 +33,12 @@ from neutral_lang.backends.diffusers.adapters import (  # noqa: E402
 )
 from neutral_lang.backends.diffusers.t5_encoding import T5TextEncoder, weighted_text  # noqa: E402
 from neutral_lang.backends.diffusers.text_encoding import EmphasisWarning  # noqa: E402
+from diffusers_helpers import hooks_on, seed  # noqa: E402
 
 STEPS = 2
 SIZE = dict(height=32, width=32)
 ONE = "a castle, glasses"
 MANY = "a castle AND glasses :0.5 AND_PERP dog :-0.3"
-
-
-def seed() -> torch.Generator:
-    return torch.Generator().manual_seed(0)
 
 
 # Each family: how to build it and the call arguments it needs at this size.
@@ -108,10 +105,6 @@ class DenoiserCalls:
 
     def __exit__(self, *exc):
         del self.module.forward
-
-
-def hooks_on(module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
 
 
 # -- identity law -----------------------------------------------------------------------------

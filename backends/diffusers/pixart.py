@@ -27,7 +27,7 @@ import torch
 from .adapters import FamilyAdapter, TextOptions, UnsupportedFeatureError, _call_default, register
 from .stable_diffusion_3 import refuse_prompt_callbacks
 
-__all__ = ["AuraFlowAdapter", "PixArtAdapter"]
+__all__ = ["AuraFlowAdapter", "PixArtAdapter", "T5OnlyTransformerAdapter"]
 
 
 def _t5_encoder(pipe, options: TextOptions, default_length: int, *, keep_mask: bool = True, **reading):
@@ -47,14 +47,12 @@ def _t5_encoder(pipe, options: TextOptions, default_length: int, *, keep_mask: b
     return T5OnlyTextEncoder(t5, keep_mask=keep_mask)
 
 
-@register
-class PixArtAdapter(FamilyAdapter):
-    """PixArt-Sigma and PixArt-Alpha: T5 with its attention mask, learned variance."""
+class T5OnlyTransformerAdapter(FamilyAdapter):
+    """What PixArt and AuraFlow share: ``pipe.transformer`` as the denoiser (latents in
+    ``hidden_states``), T5 embeddings with attention masks as the pipeline's prompt arguments, and
+    callbacks kept away from the prompt embeddings. Not registered: a base for the two families."""
 
-    name = "PixArt-Sigma/Alpha"
-    pipelines = ("PixArtSigmaPipeline", "PixArtAlphaPipeline")
     sample_input = "hidden_states"
-    supports_mask = True
     prompt_inputs = (
         "prompt",
         "prompt_embeds",
@@ -64,15 +62,27 @@ class PixArtAdapter(FamilyAdapter):
     )
 
     def check(self, pipe: Any, kwargs: dict) -> None:
+        refuse_prompt_callbacks(kwargs, {"prompt_embeds", "negative_prompt_embeds"})
+
+    def denoiser(self, pipe: Any) -> Any:
+        return pipe.transformer
+
+
+@register
+class PixArtAdapter(T5OnlyTransformerAdapter):
+    """PixArt-Sigma and PixArt-Alpha: T5 with its attention mask, learned variance."""
+
+    name = "PixArt-Sigma/Alpha"
+    pipelines = ("PixArtSigmaPipeline", "PixArtAlphaPipeline")
+    supports_mask = True
+
+    def check(self, pipe: Any, kwargs: dict) -> None:
         if _cleans_captions(pipe, kwargs):
             raise UnsupportedFeatureError(
                 f"{type(pipe).__name__} with clean_caption=True rewrites the prompt with beautifulsoup4 and "
                 "ftfy (both installed here) in ways emphasis weights cannot follow; pass clean_caption=False."
             )
-        refuse_prompt_callbacks(kwargs, {"prompt_embeds", "negative_prompt_embeds"})
-
-    def denoiser(self, pipe: Any) -> Any:
-        return pipe.transformer
+        super().check(pipe, kwargs)
 
     def text_encoder(self, pipe: Any, options: TextOptions) -> Any:
         default = 120 if type(pipe).__name__.startswith("PixArtAlpha") else 300
@@ -131,26 +141,12 @@ def _cleans_captions(pipe: Any, kwargs: dict) -> bool:
 
 
 @register
-class AuraFlowAdapter(FamilyAdapter):
+class AuraFlowAdapter(T5OnlyTransformerAdapter):
     """AuraFlow: UMT5 with its padding zeroed, no text mask on the transformer."""
 
     name = "AuraFlow"
     pipelines = ("AuraFlowPipeline",)
-    sample_input = "hidden_states"
     supports_mask = False
-    prompt_inputs = (
-        "prompt",
-        "prompt_embeds",
-        "negative_prompt_embeds",
-        "prompt_attention_mask",
-        "negative_prompt_attention_mask",
-    )
-
-    def check(self, pipe: Any, kwargs: dict) -> None:
-        refuse_prompt_callbacks(kwargs, {"prompt_embeds", "negative_prompt_embeds"})
-
-    def denoiser(self, pipe: Any) -> Any:
-        return pipe.transformer
 
     def text_encoder(self, pipe: Any, options: TextOptions) -> Any:
         return _t5_encoder(pipe, options, 256, keep_mask=False, zero_padding=True)

@@ -74,7 +74,8 @@ def make_tokenizer(model_max_length: int = 77, pad_token: str = EOS) -> CLIPToke
     )
 
 
-def _text_config(tokenizer: CLIPTokenizer, layers: int) -> CLIPTextConfig:
+def clip_text_config(tokenizer: CLIPTokenizer, *, layers: int) -> CLIPTextConfig:
+    """The tiny CLIP text encoders' config (hidden size `TEXT_HIDDEN`, 4 heads) for ``tokenizer``."""
     return CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=TEXT_HIDDEN,
@@ -91,16 +92,38 @@ def _text_config(tokenizer: CLIPTokenizer, layers: int) -> CLIPTextConfig:
     )
 
 
-def _vae() -> AutoencoderKL:
+def make_vae(*, latent_channels: int = 4, **config) -> AutoencoderKL:
+    """A two-level VAE in eval mode (pixels / 2 = latents); ``config`` adds to its config
+    (``shift_factor``, ``scaling_factor``)."""
     return AutoencoderKL(
         block_out_channels=[4, 8],
         in_channels=3,
         out_channels=3,
         down_block_types=["DownEncoderBlock2D"] * 2,
         up_block_types=["UpDecoderBlock2D"] * 2,
-        latent_channels=4,
+        latent_channels=latent_channels,
         norm_num_groups=2,
         sample_size=IMAGE_SIZE,
+        **config,
+    ).eval()
+
+
+def _unet(family: dict, options: dict | None) -> UNet2DConditionModel:
+    """A two-level UNet for 16x16 latents: the shared config, then the family's, then ``options``
+    (each overriding the one before)."""
+    return UNet2DConditionModel(
+        **{
+            "sample_size": IMAGE_SIZE // 2,
+            "in_channels": 4,
+            "out_channels": 4,
+            "block_out_channels": (8, 16),
+            "layers_per_block": 1,
+            "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+            "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+            "norm_num_groups": 2,
+            **family,
+            **(options or {}),
+        }
     )
 
 
@@ -113,24 +136,10 @@ def sd_components(
     with a guidance embedding, `T2I_UNET` one whose residual sizes fit :func:`t2i_adapter`.
     """
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        **{
-            "sample_size": IMAGE_SIZE // 2,
-            "in_channels": 4,
-            "out_channels": 4,
-            "block_out_channels": (8, 16),
-            "layers_per_block": 1,
-            "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
-            "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
-            "cross_attention_dim": TEXT_HIDDEN,
-            "attention_head_dim": 4,
-            "norm_num_groups": 2,
-            **(unet_options or {}),
-        }
-    )
-    vae = _vae()
+    unet = _unet({"cross_attention_dim": TEXT_HIDDEN, "attention_head_dim": 4}, unet_options)
+    vae = make_vae()
     tokenizer = make_tokenizer(model_max_length)
-    text_encoder = CLIPTextModel(_text_config(tokenizer, text_layers))
+    text_encoder = CLIPTextModel(clip_text_config(tokenizer, layers=text_layers))
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -141,7 +150,7 @@ def sd_components(
     )
     return dict(
         unet=unet.eval(),
-        vae=vae.eval(),
+        vae=vae,
         text_encoder=text_encoder.eval(),
         tokenizer=tokenizer,
         scheduler=scheduler,
@@ -160,31 +169,21 @@ def sdxl_components(
     `unet_options` override the UNet's config, as in :func:`sd_components`.
     """
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        **{
-            "sample_size": IMAGE_SIZE // 2,
-            "in_channels": 4,
-            "out_channels": 4,
-            "block_out_channels": (8, 16),
-            "layers_per_block": 1,
-            "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
-            "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
-            "attention_head_dim": (2, 4),
-            "use_linear_projection": True,
-            "addition_embed_type": "text_time",
-            "addition_time_embed_dim": 8,
-            "transformer_layers_per_block": (1, 2),
-            "projection_class_embeddings_input_dim": 6 * 8 + TEXT_HIDDEN,
-            "cross_attention_dim": 2 * TEXT_HIDDEN,
-            "norm_num_groups": 2,
-            **(unet_options or {}),
-        }
-    )
-    vae = _vae()
+    sdxl = {
+        "attention_head_dim": (2, 4),
+        "use_linear_projection": True,
+        "addition_embed_type": "text_time",
+        "addition_time_embed_dim": 8,
+        "transformer_layers_per_block": (1, 2),
+        "projection_class_embeddings_input_dim": 6 * 8 + TEXT_HIDDEN,
+        "cross_attention_dim": 2 * TEXT_HIDDEN,
+    }
+    unet = _unet(sdxl, unet_options)
+    vae = make_vae()
     tokenizer = make_tokenizer(model_max_length)
     tokenizer_2 = make_tokenizer(model_max_length, pad_token="!")
-    text_encoder = CLIPTextModel(_text_config(tokenizer, text_layers))
-    text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer_2, text_layers))
+    text_encoder = CLIPTextModel(clip_text_config(tokenizer, layers=text_layers))
+    text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(tokenizer_2, layers=text_layers))
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -194,7 +193,7 @@ def sdxl_components(
     )
     return dict(
         unet=unet.eval(),
-        vae=vae.eval(),
+        vae=vae,
         text_encoder=text_encoder.eval(),
         tokenizer=tokenizer,
         text_encoder_2=text_encoder_2.eval(),
@@ -205,17 +204,18 @@ def sdxl_components(
     )
 
 
-def _quiet(pipe):
+def quiet(pipe):
+    """``pipe`` with its progress bar switched off (returned, for chaining)."""
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 def sd_pipeline(**options) -> StableDiffusionPipeline:
-    return _quiet(StableDiffusionPipeline(**sd_components(**options)))
+    return quiet(StableDiffusionPipeline(**sd_components(**options)))
 
 
 def sdxl_pipeline(**options) -> StableDiffusionXLPipeline:
-    return _quiet(StableDiffusionXLPipeline(**sdxl_components(**options), add_watermarker=False))
+    return quiet(StableDiffusionXLPipeline(**sdxl_components(**options), add_watermarker=False))
 
 
 # -- add-ons: ControlNet, T2I-Adapter ------------------------------------------------------------

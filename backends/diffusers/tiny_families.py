@@ -21,7 +21,6 @@ import torch
 from diffusers import (
     AuraFlowPipeline,
     AuraFlowTransformer2DModel,
-    AutoencoderKL,
     DDIMScheduler,
     FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
@@ -32,7 +31,6 @@ from diffusers import (
     StableDiffusion3Pipeline,
 )
 from transformers import (
-    CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
     T5Config,
@@ -42,7 +40,7 @@ from transformers import (
     UMT5EncoderModel,
 )
 
-from .tiny import IMAGE_SIZE, TEXT_HIDDEN, WORDS, make_tokenizer
+from .tiny import IMAGE_SIZE, TEXT_HIDDEN, WORDS, clip_text_config, make_tokenizer, make_vae, quiet
 
 __all__ = [
     "make_t5_tokenizer",
@@ -78,23 +76,6 @@ def make_t5_tokenizer() -> T5Tokenizer:
     return tokenizer
 
 
-def _clip_config(tokenizer, *, layers: int = 2) -> CLIPTextConfig:
-    return CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=TEXT_HIDDEN,
-        intermediate_size=37,
-        projection_dim=TEXT_HIDDEN,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        max_position_embeddings=tokenizer.model_max_length,
-        layer_norm_eps=1e-5,
-        hidden_act="gelu",
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-
-
 def _t5_config(tokenizer, d_model: int, config=T5Config):
     return config(
         vocab_size=len(tokenizer),
@@ -110,21 +91,6 @@ def _t5_config(tokenizer, d_model: int, config=T5Config):
         eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
     )
-
-
-def _vae(*, latent_channels: int = 4, **config) -> AutoencoderKL:
-    """A two-level VAE (pixels / 2 = latents)."""
-    return AutoencoderKL(
-        block_out_channels=[4, 8],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-        latent_channels=latent_channels,
-        norm_num_groups=2,
-        sample_size=IMAGE_SIZE,
-        **config,
-    ).eval()
 
 
 def _flow_scheduler(**config) -> FlowMatchEulerDiscreteScheduler:
@@ -156,8 +122,8 @@ def sd3_components(*, seed: int = 0, t5: bool = True) -> dict:
     )
     tokenizer = make_tokenizer()
     tokenizer_2 = make_tokenizer(pad_token="!")
-    text_encoder = CLIPTextModelWithProjection(_clip_config(tokenizer))
-    text_encoder_2 = CLIPTextModelWithProjection(_clip_config(tokenizer_2))
+    text_encoder = CLIPTextModelWithProjection(clip_text_config(tokenizer, layers=2))
+    text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(tokenizer_2, layers=2))
     tokenizer_3 = text_encoder_3 = None
     if t5:
         tokenizer_3 = make_t5_tokenizer()
@@ -165,7 +131,7 @@ def sd3_components(*, seed: int = 0, t5: bool = True) -> dict:
     return dict(
         transformer=transformer.eval(),
         scheduler=_flow_scheduler(shift=3.0),
-        vae=_vae(latent_channels=16, shift_factor=0.0609, scaling_factor=1.5035),
+        vae=make_vae(latent_channels=16, shift_factor=0.0609, scaling_factor=1.5035),
         text_encoder=text_encoder.eval(),
         tokenizer=tokenizer,
         text_encoder_2=text_encoder_2.eval(),
@@ -199,8 +165,8 @@ def flux_components(*, seed: int = 0, guidance_embeds: bool = True) -> dict:
     tokenizer_2 = make_t5_tokenizer()
     return dict(
         scheduler=_flow_scheduler(),
-        vae=_vae(shift_factor=0.1159, scaling_factor=0.3611),
-        text_encoder=CLIPTextModel(_clip_config(tokenizer)).eval(),
+        vae=make_vae(shift_factor=0.1159, scaling_factor=0.3611),
+        text_encoder=CLIPTextModel(clip_text_config(tokenizer, layers=2)).eval(),
         tokenizer=tokenizer,
         text_encoder_2=T5EncoderModel(_t5_config(tokenizer_2, T5_HIDDEN)).eval(),
         tokenizer_2=tokenizer_2,
@@ -229,14 +195,7 @@ def pixart_sigma_components(*, seed: int = 0) -> dict:
         out_channels=8,
         norm_num_groups=2,
     )
-    tokenizer = make_t5_tokenizer()
-    return dict(
-        tokenizer=tokenizer,
-        text_encoder=T5EncoderModel(_t5_config(tokenizer, T5_HIDDEN)).eval(),
-        vae=_vae(),
-        transformer=transformer.eval(),
-        scheduler=DDIMScheduler(),
-    )
+    return _t5_only_components(transformer, DDIMScheduler())
 
 
 def auraflow_components(*, seed: int = 0) -> dict:
@@ -255,32 +214,34 @@ def auraflow_components(*, seed: int = 0) -> dict:
         out_channels=4,
         pos_embed_max_size=256,  # 16x16 patches: up to 64x64 pixels
     )
+    return _t5_only_components(transformer, _flow_scheduler(), umt5=True)
+
+
+def _t5_only_components(transformer, scheduler, *, umt5: bool = False) -> dict:
+    """The components of a pipeline whose only text encoder is a T5 (``umt5``: a UMT5), given
+    its transformer (built first, so the seed gives it the same weights as before)."""
     tokenizer = make_t5_tokenizer()
+    encoder, config = (UMT5EncoderModel, UMT5Config) if umt5 else (T5EncoderModel, T5Config)
     return dict(
         tokenizer=tokenizer,
-        text_encoder=UMT5EncoderModel(_t5_config(tokenizer, T5_HIDDEN, UMT5Config)).eval(),
-        vae=_vae(),
+        text_encoder=encoder(_t5_config(tokenizer, T5_HIDDEN, config)).eval(),
+        vae=make_vae(),
         transformer=transformer.eval(),
-        scheduler=_flow_scheduler(),
+        scheduler=scheduler,
     )
 
 
-def _quiet(pipe):
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def sd3_pipeline(**options) -> StableDiffusion3Pipeline:
-    return _quiet(StableDiffusion3Pipeline(**sd3_components(**options)))
+    return quiet(StableDiffusion3Pipeline(**sd3_components(**options)))
 
 
 def flux_pipeline(**options) -> FluxPipeline:
-    return _quiet(FluxPipeline(**flux_components(**options)))
+    return quiet(FluxPipeline(**flux_components(**options)))
 
 
 def pixart_sigma_pipeline(**options) -> PixArtSigmaPipeline:
-    return _quiet(PixArtSigmaPipeline(**pixart_sigma_components(**options)))
+    return quiet(PixArtSigmaPipeline(**pixart_sigma_components(**options)))
 
 
 def auraflow_pipeline(**options) -> AuraFlowPipeline:
-    return _quiet(AuraFlowPipeline(**auraflow_components(**options)))
+    return quiet(AuraFlowPipeline(**auraflow_components(**options)))
