@@ -46,6 +46,7 @@ __all__ = [
     "make_t5_tokenizer",
     "sd3_components",
     "sd3_pipeline",
+    "load_sd3_ip_adapter",
     "flux_components",
     "flux_pipeline",
     "pixart_sigma_components",
@@ -245,3 +246,64 @@ def pixart_sigma_pipeline(**options) -> PixArtSigmaPipeline:
 
 def auraflow_pipeline(**options) -> AuraFlowPipeline:
     return quiet(AuraFlowPipeline(**auraflow_components(**options)))
+
+
+# -- add-ons ----------------------------------------------------------------------------------------
+
+#: The tiny SD3 IP-Adapter's image side: SigLIP width, resampler width and image tokens.
+SD3_IMAGE_HIDDEN = 16
+SD3_IMAGE_TOKENS = 4
+
+
+def load_sd3_ip_adapter(pipe: StableDiffusion3Pipeline, *, seed: int = 3) -> StableDiffusion3Pipeline:
+    """Give a tiny SD3 pipeline (any of its three tasks) a random IP-Adapter, in place, through
+    diffusers' own ``load_ip_adapter`` (``SD3IPAdapterMixin``), and return it.
+
+    A SigLIP vision encoder (``SD3_IMAGE_HIDDEN`` wide, 32x32 pixel input, 16 patches) and its image
+    processor become ``pipe.image_encoder`` / ``pipe.feature_extractor``; the adapter's weights
+    (an ``IPAdapterTimeImageProjection`` resampler with ``SD3_IMAGE_TOKENS`` queries and one
+    ``SD3IPAdapterJointAttnProcessor2_0`` per transformer block, scale 0.5) are built here from
+    ``seed``, so nothing is downloaded. The pipeline then takes ``ip_adapter_image=`` (a PIL image
+    or a ``[1, 3, 32, 32]`` tensor) or ``ip_adapter_image_embeds=`` of shape
+    ``[2, 16, SD3_IMAGE_HIDDEN]`` under CFG (negative first), ``[1, 16, SD3_IMAGE_HIDDEN]`` without.
+    """
+    from diffusers.models.attention_processor import SD3IPAdapterJointAttnProcessor2_0
+    from diffusers.models.embeddings import IPAdapterTimeImageProjection
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+    torch.manual_seed(seed)
+    encoder = SiglipVisionModel(
+        SiglipVisionConfig(
+            hidden_size=SD3_IMAGE_HIDDEN,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=IMAGE_SIZE,
+            patch_size=8,
+        )
+    ).eval()
+    processor = SiglipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    pipe.register_modules(image_encoder=encoder, feature_extractor=processor)
+
+    transformer = pipe.transformer
+    head_dim = transformer.config.attention_head_dim
+    width = head_dim * transformer.config.num_attention_heads
+    # diffusers' loader reads the sizes back from the weights: 64 channels per resampler head, 4 blocks
+    resampler = IPAdapterTimeImageProjection(
+        embed_dim=SD3_IMAGE_HIDDEN,
+        output_dim=width,
+        hidden_dim=SD3_IMAGE_HIDDEN,
+        depth=4,
+        dim_head=64,
+        heads=1,
+        num_queries=SD3_IMAGE_TOKENS,
+        timestep_in_dim=SD3_IMAGE_HIDDEN,
+    )
+    attention = {}
+    for index in range(len(transformer.attn_processors)):
+        processor_weights = SD3IPAdapterJointAttnProcessor2_0(
+            hidden_size=width, ip_hidden_states_dim=width, head_dim=head_dim, timesteps_emb_dim=SD3_IMAGE_HIDDEN
+        ).state_dict()
+        attention.update({f"{index}.{name}": value for name, value in processor_weights.items()})
+    pipe.load_ip_adapter({"image_proj": resampler.state_dict(), "ip_adapter": attention}, low_cpu_mem_usage=False)
+    return pipe
