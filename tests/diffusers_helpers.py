@@ -1,5 +1,6 @@
 """Helpers shared by the diffusers tests (``tests/test_diffusers*.py``, ``tests/test_families.py``):
-seeded generators, a recorder of what a UNet executes, and a count of the hooks left on a module.
+seeded generators, recorders of what a module executes (hooks removed on leaving a ``with``
+block), and a count of the hooks left on a module.
 
 Imported by name (``from diffusers_helpers import ...``): pytest puts ``tests/`` on ``sys.path``
 (its default ``prepend`` import mode, ``tests/`` having no ``__init__.py``). Import it after
@@ -31,28 +32,15 @@ def hooks_on(module: torch.nn.Module) -> int:
     return sum(len(getattr(m, name)) for m in module.modules() for name in HOOK_REGISTRIES)
 
 
-class UNetCalls:
-    """Records each execution of a UNet or ControlNet from inside it (after every hook on the
-    module itself): ``batches``, its batch size; ``hidden``, the input of its first
-    cross-attention block (``[rows, L, D]``; the text part when an IP-Adapter adds image tokens).
-    A context manager: the recording hooks go when the block ends."""
+class Hooks:
+    """A context manager over hook handles: every handle given to :meth:`add` is removed when the
+    ``with`` block ends, also when it raises."""
 
-    def __init__(self, module: torch.nn.Module):
-        self.batches: list[int] = []
-        self.hidden: list[torch.Tensor] = []
-        attention = next(m for m in module.modules() if type(m).__name__ == "Transformer2DModel")
-        self.handles = [
-            module.conv_in.register_forward_hook(lambda m, args, out: self.batches.append(out.shape[0])),
-            attention.register_forward_pre_hook(self._attention, with_kwargs=True),
-        ]
-
-    def _attention(self, module, args, kwargs):
-        # the first Transformer2DModel runs once per call of the module
-        hidden = kwargs["encoder_hidden_states"]
-        self.hidden.append((hidden[0] if isinstance(hidden, tuple) else hidden).detach().clone())
+    def __init__(self):
+        self.handles: list = []
 
     def add(self, handle) -> None:
-        """Keep another hook's handle, to be removed with the others."""
+        """Keep a hook's handle (what ``register_forward_hook`` and its kin return)."""
         self.handles.append(handle)
 
     def __enter__(self):
@@ -61,3 +49,22 @@ class UNetCalls:
     def __exit__(self, *exc):
         for handle in self.handles:
             handle.remove()
+
+
+class UNetCalls(Hooks):
+    """Records each execution of a UNet or ControlNet from inside it (after every hook on the
+    module itself): ``batches``, its batch size; ``hidden``, the input of its first
+    cross-attention block (``[rows, L, D]``; the text part when an IP-Adapter adds image tokens)."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.batches: list[int] = []
+        self.hidden: list[torch.Tensor] = []
+        attention = next(m for m in module.modules() if type(m).__name__ == "Transformer2DModel")
+        self.add(module.conv_in.register_forward_hook(lambda m, args, out: self.batches.append(out.shape[0])))
+        self.add(attention.register_forward_pre_hook(self._attention, with_kwargs=True))
+
+    def _attention(self, module, args, kwargs):
+        # the first Transformer2DModel runs once per call of the module
+        hidden = kwargs["encoder_hidden_states"]
+        self.hidden.append((hidden[0] if isinstance(hidden, tuple) else hidden).detach().clone())

@@ -20,25 +20,21 @@ from neutral_lang.backends.diffusers.stable_diffusion import (  # noqa: E402
     StableDiffusionAdapter,
     StableDiffusionXLAdapter,
 )
+from diffusers_helpers import Hooks  # noqa: E402
 
 
-class EncoderCalls:
+class EncoderCalls(Hooks):
     """Counts the calls of every text encoder of a pipeline."""
 
     def __init__(self, pipe):
+        super().__init__()
         self.count = 0
-        modules = [getattr(pipe, n, None) for n in ("text_encoder", "text_encoder_2")]
-        self.handles = [m.register_forward_hook(self._hit) for m in modules if m is not None]
+        for name in ("text_encoder", "text_encoder_2"):
+            if getattr(pipe, name, None) is not None:
+                self.add(getattr(pipe, name).register_forward_hook(self._hit))
 
     def _hit(self, *args):
         self.count += 1
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        for h in self.handles:
-            h.remove()
 
 
 def test_sd_and_sdxl_pipelines_get_their_adapters(sd_pipe, sdxl_pipe):

@@ -162,8 +162,10 @@ class Inside(UNetCalls):
         if getattr(pipe, "controlnet", None) is not None:
             self.add(pipe.controlnet.conv_in.register_forward_hook(lambda m, a, out: self.control.append(out.shape[0])))
         if pipe.unet.encoder_hid_proj is not None:
-            hook = pipe.unet.encoder_hid_proj.register_forward_hook(lambda m, a, out: self.image_rows.append(out[0].shape[0]))
-            self.add(hook)
+            self.add(pipe.unet.encoder_hid_proj.register_forward_hook(self._image))
+
+    def _image(self, module, args, out):
+        self.image_rows.append(out[0].shape[0])
 
 
 def case_id(case) -> str:

@@ -6,7 +6,7 @@ SD3 hands the image embeddings to its transformer inside ``joint_attention_kwarg
 
 - the identity law: a one-part program equals the plain pipeline (max abs difference <= 1e-5 on
   float32 latents) with ``ip_adapter_image`` or ``ip_adapter_image_embeds``, a negative prompt,
-  two images per prompt, no CFG, and img2img;
+  two images per prompt, no CFG, img2img and inpaint;
 - a multi-part program gives the IP-Adapter's resampler exactly the transformer's expanded batch at
   every step: the uncond rows read the negative image embeddings (zeros, as the pipeline makes
   them for ``ip_adapter_image``), every conditioning row the image's own (without CFG the
@@ -21,12 +21,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from diffusers import StableDiffusion3Img2ImgPipeline  # noqa: E402
+from diffusers import StableDiffusion3Img2ImgPipeline, StableDiffusion3InpaintPipeline  # noqa: E402
 
 import neutral_lang as nl  # noqa: E402
 from neutral_lang.backends.diffusers import tiny_families  # noqa: E402
 from neutral_lang.backends.diffusers.tiny import IMAGE_SIZE, quiet  # noqa: E402
-from diffusers_helpers import hooks_on, seed  # noqa: E402
+from diffusers_helpers import Hooks, hooks_on, seed  # noqa: E402
 
 ONE = "a castle, glasses"
 MANY = "a castle AND glasses :0.5 AND_PERP dog :-0.3"
@@ -81,31 +81,27 @@ def test_one_part_program_with_precomputed_image_embeddings_is_the_plain_pipelin
     assert diff(ours(pipe, ONE, ip_adapter_image_embeds=embeds), plain(pipe, ONE, ip_adapter_image_embeds=embeds)) <= 1e-5
 
 
-def test_img2img_with_an_ip_adapter_image_is_the_plain_pipeline(pipe, image):
-    img2img = quiet(StableDiffusion3Img2ImgPipeline(**pipe.components))
+@pytest.mark.parametrize("task", [StableDiffusion3Img2ImgPipeline, StableDiffusion3InpaintPipeline], ids=["img2img", "inpaint"])
+def test_img2img_and_inpaint_with_an_ip_adapter_image_are_the_plain_pipeline(pipe, image, task):
+    other = quiet(task(**pipe.components))  # the same modules, IP-Adapter included
     picture = torch.rand(1, 3, IMAGE_SIZE, IMAGE_SIZE, generator=seed(9))
     extra = dict(image=picture, strength=0.75, num_inference_steps=4, ip_adapter_image=image)
-    assert diff(ours(img2img, ONE, **extra), plain(img2img, ONE, **extra)) <= 1e-5
+    if task is StableDiffusion3InpaintPipeline:
+        extra["mask_image"] = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
+        extra["mask_image"][..., 8:24, 8:24] = 1
+    assert diff(ours(other, ONE, **extra), plain(other, ONE, **extra)) <= 1e-5
 
 
-class ImageRows:
+class ImageRows(Hooks):
     """Per transformer call, from inside the model: its batch, and the image embeddings the
     IP-Adapter's resampler (``transformer.image_proj``) receives."""
 
     def __init__(self, transformer):
+        super().__init__()
         self.batches: list[int] = []
         self.embeds: list[torch.Tensor] = []
-        self.handles = [
-            transformer.pos_embed.register_forward_hook(lambda m, a, out: self.batches.append(out.shape[0])),
-            transformer.image_proj.register_forward_hook(lambda m, a, out: self.embeds.append(a[0].detach().clone())),
-        ]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        for handle in self.handles:
-            handle.remove()
+        self.add(transformer.pos_embed.register_forward_hook(lambda m, a, out: self.batches.append(out.shape[0])))
+        self.add(transformer.image_proj.register_forward_hook(lambda m, a, out: self.embeds.append(a[0].clone())))
 
 
 @pytest.mark.parametrize("images, scale", [(1, 5.0), (2, 5.0), (1, 1.0)], ids=["cfg", "cfg-two-images", "no-cfg"])
