@@ -330,11 +330,9 @@ def test_pixart_caption_cleaning_is_refused_when_it_would_run(pipes, monkeypatch
     assert hooks_on(pipe.transformer) == 0
 
 
-def test_flux_ip_adapter_and_prompt_callbacks_are_refused(pipes, monkeypatch):
+def test_flux_prompt_callbacks_are_refused(pipes, monkeypatch):
     pipe = pipes["flux"]
     _no_encoding(pipe, monkeypatch)
-    with pytest.raises(UnsupportedFeatureError, match="ip_adapter_image_embeds"):
-        nl.compile(ONE).run(pipe, ip_adapter_image_embeds=[torch.zeros(1, 1, 8)], **call_args("flux"))
     with pytest.raises(UnsupportedFeatureError, match="placeholders"):
         nl.compile(ONE).run(
             pipe,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .adapters import TextOptions, UnsupportedFeatureError, _call_default, register
+from .adapters import TextOptions, _call_default, register
 from .stable_diffusion_3 import JointTransformerAdapter, refuse_prompt_callbacks
 
 __all__ = ["FluxAdapter"]
@@ -53,14 +53,8 @@ class FluxAdapter(JointTransformerAdapter):
     )
 
     def check(self, pipe: Any, kwargs: dict) -> None:
-        for name in ("ip_adapter_image", "ip_adapter_image_embeds", "negative_ip_adapter_image",
-                     "negative_ip_adapter_image_embeds"):
-            if kwargs.get(name) is not None:
-                raise UnsupportedFeatureError(
-                    f"{name}: Flux's IP-Adapter image embeddings travel outside the transformer's batch "
-                    "(joint_attention_kwargs, one set per branch) and cannot follow a program's "
-                    "conditionings yet; run without an IP-Adapter image."
-                )
+        # IP-Adapter images need nothing here: the pipeline puts each branch's image embeddings
+        # into that call's joint_attention_kwargs, and the pre-hook gathers them row by row.
         refuse_prompt_callbacks(kwargs, {"prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
                                          "negative_pooled_prompt_embeds"})
 

@@ -47,6 +47,7 @@ __all__ = [
     "sd3_components",
     "sd3_pipeline",
     "load_sd3_ip_adapter",
+    "load_flux_ip_adapter",
     "flux_components",
     "flux_pipeline",
     "pixart_sigma_components",
@@ -306,4 +307,62 @@ def load_sd3_ip_adapter(pipe: StableDiffusion3Pipeline, *, seed: int = 3) -> Sta
         ).state_dict()
         attention.update({f"{index}.{name}": value for name, value in processor_weights.items()})
     pipe.load_ip_adapter({"image_proj": resampler.state_dict(), "ip_adapter": attention}, low_cpu_mem_usage=False)
+    return pipe
+
+
+#: The tiny Flux IP-Adapter's CLIP image embedding width and its image tokens per adapter.
+FLUX_IMAGE_EMBED = 16
+FLUX_IMAGE_TOKENS = 4
+
+
+def load_flux_ip_adapter(pipe: FluxPipeline, *, seed: int = 3) -> FluxPipeline:
+    """Give a tiny Flux pipeline (any of its three tasks) a random IP-Adapter, in place, through
+    diffusers' own ``load_ip_adapter`` (``FluxIPAdapterMixin``), and return it.
+
+    A CLIP vision encoder with projection (``FLUX_IMAGE_EMBED`` wide, 32x32 pixel input) and its
+    image processor become ``pipe.image_encoder`` / ``pipe.feature_extractor``; the adapter's
+    weights (an ``ImageProjection`` to ``FLUX_IMAGE_TOKENS`` tokens of T5's width, and the image
+    key/value projections of every double-stream block) are drawn here from ``seed``, so nothing
+    is downloaded. The pipeline then takes ``ip_adapter_image=`` (a PIL image or a
+    ``[1, 3, 32, 32]`` tensor) or ``ip_adapter_image_embeds=[e]`` with ``e`` of shape
+    ``[1, 1, FLUX_IMAGE_EMBED]``, and their ``negative_`` forms for true CFG. As in diffusers,
+    a Flux pipeline with an IP-Adapter loaded must be given an image (or embeddings) on every call.
+    """
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=16,
+            intermediate_size=37,
+            projection_dim=FLUX_IMAGE_EMBED,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=IMAGE_SIZE,
+            patch_size=8,
+        )
+    ).eval()
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    )
+    pipe.register_modules(image_encoder=encoder, feature_extractor=processor)
+
+    transformer = pipe.transformer
+    text_width = transformer.config.joint_attention_dim
+    generator = torch.Generator().manual_seed(seed)
+    image_proj = {  # diffusers' loader reads the number of tokens from proj.weight: 4 unless 65536 rows
+        "proj.weight": torch.randn(text_width * FLUX_IMAGE_TOKENS, FLUX_IMAGE_EMBED, generator=generator) * 0.2,
+        "proj.bias": torch.randn(text_width * FLUX_IMAGE_TOKENS, generator=generator) * 0.2,
+        "norm.weight": torch.ones(text_width),
+        "norm.bias": torch.zeros(text_width),
+    }
+    attention = {}
+    inner = transformer.inner_dim
+    for block in range(len(transformer.transformer_blocks)):
+        for which in ("to_k_ip", "to_v_ip"):
+            attention[f"{block}.{which}.weight"] = torch.randn(inner, text_width, generator=generator) * 0.3
+            attention[f"{block}.{which}.bias"] = torch.randn(inner, generator=generator) * 0.3
+    pipe.load_ip_adapter(
+        {"image_proj": image_proj, "ip_adapter": attention}, weight_name="ip_adapter.bin", low_cpu_mem_usage=False
+    )
     return pipe
