@@ -32,17 +32,43 @@ from .errors import (
     DuplicateOptionError, MalformedOptionsError, NonFiniteWeightError, OptionRangeError, ParseError,
     UnbalancedBracketError, UnclosedOptionsError, UnknownOptionError,
 )
-from .keywords import KEYWORD_PATTERN, Keyword, spec
+from .keywords import KEYWORDS, Keyword, spec
 from .lexical import NONFINITE, NUMBER_RE, option_lists, scan_brackets
 
 __all__ = ["parse", "ParseError", "NUMBER_RE"]
 
-# Raw token kinds.
-_OPEN, _CLOSE, _COLON, _KW, _TEXT = range(5)
+# Raw token kinds. A `_WEIGHTISH` token is a `:` and the number after it, up to the next split
+# point: the only colons that can start a weight. Every other colon is text.
+_OPEN, _CLOSE, _WEIGHTISH, _KW, _TEXT = range(5)
+_KIND_OF_FIRST = {"[": _OPEN, "]": _CLOSE, ":": _WEIGHTISH, "\\": None}  # anything else: a keyword
 
-# Split points of the neutral layer. Escapes are matched (and skipped as text) so that `\[`
-# never opens anything; the keyword group is keywords.KEYWORD_PATTERN.
-_SPLIT = re.compile(r"\\[\[\]():\\]|(\[)|(\])|(:)|" + KEYWORD_PATTERN)
+
+def _split_pattern() -> re.Pattern:
+    """Where the neutral layer splits, as the original tokenizer splits: at ``[``, ``]``, ``:``
+    and whole-word keywords (keywords.KEYWORD_PATTERN, longest first).
+
+    - Escapes (``\\[ \\] \\( \\) \\: \\\\``) are matched, and skipped as text, so that ``\\[``
+      never opens anything.
+    - A colon is matched only with the number that follows it up to the next split point (the
+      original's next piece, whitespace around it included): only such a colon can be a weight.
+    - Each alternative starts with a literal character, so the regex engine skips text between
+      split points at C speed (a leading ``\\b`` or group would make it try every alternative
+      at every character: ~4x slower on a typical prompt). ``\\bAND`` is written as ``AND``
+      followed by a look-behind for a word character before it, which means the same.
+    """
+    names = sorted((k.name for k in KEYWORDS), key=lambda name: -len(name))
+    keyword_ahead = r"\b(?:" + "|".join(re.escape(name) for name in names) + r")\b"
+    number = r"\s*(?:" + NUMBER_RE + r"|(?i:" + NONFINITE.pattern + r"))\s*"
+    return re.compile("|".join([
+        r"\\[\[\]():\\]",
+        r"\[",
+        r"\]",
+        ":" + number + r"(?=[\[\]:]|" + keyword_ahead + r"|\Z)",
+        *(re.escape(name) + r"(?<!\w" + re.escape(name) + r")\b" for name in names),
+    ]))
+
+
+_SPLIT = _split_pattern()
 
 _WEIGHT = re.compile(r"\s*(" + NUMBER_RE + r")\s*")
 _NONFINITE = re.compile(r"\s*(" + NONFINITE.pattern + r")\s*", re.IGNORECASE)
@@ -55,9 +81,13 @@ _OPTION = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(" + NUMBER_RE + r")\s*
 
 
 class _Raw:
-    """The original's token list, as parallel arrays (whitespace-only text pieces dropped)."""
+    """The original's token list, as parallel arrays: keywords, ``[``, ``]``, weight-like ``:``
+    with their number, and the text pieces between them (whitespace-only pieces dropped, as the
+    original drops them). A colon that no number follows is text here; every decision the
+    original makes about it is the one it makes about text (it never starts a weight), so
+    leaving it inside its text piece keeps the reading and spares a token."""
 
-    __slots__ = ("src", "kinds", "starts", "ends", "options", "_num", "on_nonfinite")
+    __slots__ = ("src", "kinds", "starts", "ends", "options", "on_nonfinite")
 
     def __init__(self, src: str, on_nonfinite=None):
         self.src = src
@@ -68,8 +98,7 @@ class _Raw:
         # keyword token index -> (options, '(' offset, offset after ')')
         options: dict[int, tuple[tuple[Option, ...], int, int]] = {}
         self.options = options
-        kinds_append, starts_append, ends_append = kinds.append, starts.append, ends.append
-        lists = {open_: end for open_, end in option_lists(src)}
+        lists = None  # option list starts -> their ends, read when a keyword is followed by '('
         pos = 0  # start of the pending text piece
         search = _SPLIT.search
         scan = 0
@@ -78,44 +107,38 @@ class _Raw:
             m = search(src, scan)
             if m is None:
                 break
-            kind = m.lastindex
-            if kind is None:  # an escape: part of the text
-                scan = m.end()
-                continue
             start, end = m.span()
+            kind = _KIND_OF_FIRST.get(src[start], _KW)
+            if kind is None:  # an escape: part of the text
+                scan = end
+                continue
             if start > pos and not src[pos:start].isspace():
-                kinds_append(_TEXT)
-                starts_append(pos)
-                ends_append(start)
-            list_end = lists.get(end) if kind == 4 else None
-            if list_end is not None:
-                if src[list_end - 1] != ")":
-                    raise UnclosedOptionsError(
-                        "unclosed option list", src, end, n,
-                        hint=f"close the options of {m.group(4)} with ')', e.g. {spec(m.group(4)).example}",
+                kinds.append(_TEXT)
+                starts.append(pos)
+                ends.append(start)
+            list_end = None
+            if kind == _KW and end < n and src[end] == "(":
+                if lists is None:
+                    lists = dict(option_lists(src))
+                list_end = lists.get(end)
+                if list_end is not None:
+                    if src[list_end - 1] != ")":
+                        raise UnclosedOptionsError(
+                            "unclosed option list", src, end, n,
+                            hint=f"close the options of {m.group()} with ')', e.g. {spec(m.group()).example}",
+                        )
+                    options[len(kinds)] = (
+                        _parse_options(src, Keyword(m.group()), end, list_end - 1), end, list_end,
                     )
-                options[len(kinds)] = (_parse_options(src, Keyword(m.group(4)), end, list_end - 1), end, list_end)
-            kinds_append(kind - 1)
-            starts_append(start)
-            ends_append(end)
+            kinds.append(kind)
+            starts.append(start)
+            ends.append(end)
             pos = scan = end if list_end is None else list_end
         if n > pos and not src[pos:].isspace():
-            kinds_append(_TEXT)
-            starts_append(pos)
-            ends_append(n)
+            kinds.append(_TEXT)
+            starts.append(pos)
+            ends.append(n)
         self.kinds, self.starts, self.ends = kinds, starts, ends
-        self._num: dict[int, bool] = {}
-
-    def is_number(self, i: int) -> bool:
-        """Whether token ``i`` is a text piece the original would read as a number (float())."""
-        if i >= len(self.kinds) or self.kinds[i] != _TEXT:
-            return False
-        hit = self._num.get(i)
-        if hit is None:
-            s, e = self.starts[i], self.ends[i]
-            hit = bool(_WEIGHT.fullmatch(self.src, s, e) or _NONFINITE.fullmatch(self.src, s, e))
-            self._num[i] = hit
-        return hit
 
 
 def _parse_options(src: str, keyword: Keyword, open_pos: int, close_pos: int) -> tuple[Option, ...]:
@@ -159,10 +182,6 @@ def _parse_options(src: str, keyword: Keyword, open_pos: int, close_pos: int) ->
 
 
 # ---------------------------------------------------------------------------------------------
-# Structure: which `[` open groups, where parts and weights are
-
-
-# ---------------------------------------------------------------------------------------------
 # Classifying: which `[` opens a group, which `:` starts a weight
 
 
@@ -176,30 +195,34 @@ class _Classes:
     parts read from a token on end, and whether they are two or more, depends only on the tokens
     after it, so each is computed once, in O(1), from the values of later tokens. A left-to-right
     walk then keeps the decisions the reading reaches. Linear in the number of tokens, whatever
-    their shape; no recursion.
+    their shape; no recursion. The sweep starts at the last token and stops at the first ``[``:
+    before it the reading is at the top level, where no table is needed.
     """
 
     __slots__ = ("groups", "weights", "closes")
 
     def __init__(self, raw: _Raw):
-        kinds, is_number = raw.kinds, raw.is_number
+        kinds = raw.kinds
         n = len(kinds)
         self.groups: dict[int, int] = {}  # `[` that opens a group -> its `]`
-        self.weights: set[int] = set()  # `:` that starts a weight (the next token is its number)
-        if _OPEN not in kinds:  # no group can open: only top-level weights to find
-            self._walk(raw, n, {}, {}, {}, None)
+        self.weights: set[int] = set()  # weight-like `:` that starts a weight
+        try:
+            first = kinds.index(_OPEN)
+        except ValueError:  # no group can open: only top-level weights to find
+            self._walk(kinds, n, {}, {}, {}, None)
             self.closes: frozenset[int] = frozenset()
             return
         # next_kw[i]: first keyword at or after i; match_close[i]: first `]` that takes the
-        # bracket balance below its value at i; next_strong[i]: first ':' at or after i that is a
-        # weight whatever the depth (a number followed by a keyword or the end).
+        # bracket balance below its value at i; next_strong[i]: first weight-like ':' at or after
+        # i that is a weight whatever the depth (its number followed by a keyword or the end).
         next_kw = [n] * (n + 1)
         match_close = [n] * (n + 1)
         next_strong = [n] * (n + 1)
-        balance = [0] * (n + 1)
+        balance = [0] * (n + 1)  # relative to the first `[`
         b = 0
-        for i, k in enumerate(kinds):
+        for i in range(first, n):
             balance[i] = b
+            k = kinds[i]
             if k == _OPEN:
                 b += 1
             elif k == _CLOSE:
@@ -207,13 +230,13 @@ class _Classes:
         balance[n] = b
         first_close_at: dict[int, int] = {}
         nk = ns = n
-        for i in range(n - 1, -1, -1):
+        for i in range(n - 1, first - 1, -1):
             k = kinds[i]
             if k == _KW:
                 nk = i
             elif k == _CLOSE:
                 first_close_at[balance[i + 1]] = i
-            elif k == _COLON and is_number(i + 1) and (i + 2 == n or kinds[i + 2] == _KW):
+            elif k == _WEIGHTISH and (i + 1 == n or kinds[i + 1] == _KW):
                 ns = i
             next_kw[i] = nk
             next_strong[i] = ns
@@ -225,9 +248,9 @@ class _Classes:
             e = min(next_kw[i], close)
             c = next_strong[i]
             if c < e:
-                return c + 2, c
-            if e == close < n and e - 2 >= i and kinds[e - 2] == _COLON and is_number(e - 1):
-                return e, e - 2
+                return c + 1, c
+            if e == close < n and e - 1 >= i and kinds[e - 1] == _WEIGHTISH:
+                return e, e - 1
             return e, -1
 
         # For every token i, as if a group's parts started there: the token where they end
@@ -237,15 +260,15 @@ class _Classes:
         group_close: dict[int, int] = {}  # every `[` that would open a group if a part started there
         group_next: dict[int, int] = {}  # token after that group and its weight
         group_weight: dict[int, int] = {}
-        for i in range(n - 1, -1, -1):
+        for i in range(n - 1, first - 1, -1):
             if kinds[i] == _OPEN:
                 r = parts_end[i + 1]
                 if r < n and kinds[r] == _CLOSE and parts_count[i + 1] >= 2:
                     group_close[i] = r
                     nxt = r + 1
-                    if nxt + 1 < n and kinds[nxt] == _COLON and is_number(nxt + 1):
+                    if nxt < n and kinds[nxt] == _WEIGHTISH:
                         group_weight[i] = nxt
-                        nxt += 2
+                        nxt += 1
                     group_next[i] = nxt
             nxt = group_next[i] if i in group_next else text_in_group(i)[0]
             if nxt >= n or kinds[nxt] == _CLOSE:
@@ -253,12 +276,11 @@ class _Classes:
             else:
                 j = nxt + 1 if kinds[nxt] == _KW else nxt  # a keyword, or an implicit AND
                 parts_end[i], parts_count[i] = parts_end[j], min(2, parts_count[j] + 1)
-        self._walk(raw, n, group_close, group_next, group_weight, text_in_group)
+        self._walk(kinds, n, group_close, group_next, group_weight, text_in_group)
         self.closes = frozenset(self.groups.values())
 
-    def _walk(self, raw: _Raw, n: int, group_close, group_next, group_weight, text_in_group) -> None:
+    def _walk(self, kinds: list[int], n: int, group_close, group_next, group_weight, text_in_group) -> None:
         """Read the prompt from its first token, keeping the groups and weights the reading meets."""
-        kinds, is_number = raw.kinds, raw.is_number
         groups, weights = self.groups, self.weights
         open_groups: list[int] = []  # the `[` of the groups the reading is inside
         i = 0
@@ -278,12 +300,10 @@ class _Classes:
                     k = kinds[j]
                     if k == _KW:
                         break
-                    if k == _COLON:
-                        if is_number(j + 1) and (
-                            j + 2 == n or kinds[j + 2] == _KW or (kinds[j + 2] == _CLOSE and depth == 0)
-                        ):
+                    if k == _WEIGHTISH:
+                        if j + 1 == n or kinds[j + 1] == _KW or (kinds[j + 1] == _CLOSE and depth == 0):
                             colon = j
-                            j += 2
+                            j += 1
                             break
                     elif k == _OPEN:
                         depth += 1
@@ -307,16 +327,17 @@ class _Classes:
 
 class _Tok:
     """A terminal for Lark's LALR parser. Duck-types ``lark.Token`` (type, value, positions) at
-    a fraction of its construction cost, which dominates on 10^5-part prompts."""
+    a fraction of its construction cost, which dominates on 10^5-part prompts. Lark reads line
+    and column only to place its end-of-input token; they are None (offsets are what we use)."""
 
-    __slots__ = ("type", "value", "start_pos", "end_pos", "line", "column", "end_line", "end_column", "options")
+    __slots__ = ("type", "value", "start_pos", "end_pos", "options")
+    line = column = end_line = end_column = None
 
     def __init__(self, type_: str, value: str, start_pos: int, end_pos: int, options=None):
         self.type = type_
         self.value = value
         self.start_pos = start_pos
         self.end_pos = end_pos
-        self.line = self.column = self.end_line = self.end_column = None
         self.options = options
 
     def __repr__(self) -> str:
@@ -360,8 +381,8 @@ def _terminals(raw: _Raw):
             i, body = j, False
             if i in weights:
                 yield _weight_token(raw, i)
-                prev_end = ends[i + 1]
-                i += 2
+                prev_end = ends[i]
+                i += 1
         elif kinds[i] == _KW:
             yield Token("KEYWORD", src[starts[i]:ends[i]], starts[i], ends[i])
             prev_end = ends[i]
@@ -376,8 +397,8 @@ def _terminals(raw: _Raw):
             i += 1
             if i in weights:
                 yield _weight_token(raw, i)
-                prev_end = ends[i + 1]
-                i += 2
+                prev_end = ends[i]
+                i += 1
         else:
             yield Token("IMPLICIT_AND", "", prev_end, prev_end)
             body = True
@@ -386,8 +407,9 @@ def _terminals(raw: _Raw):
 
 
 def _weight_token(raw: _Raw, colon: int) -> _Tok:
-    src, num = raw.src, colon + 1
-    s, e = raw.starts[num], raw.ends[num]
+    """The ``WEIGHT`` terminal of the weight-like token ``colon`` (``:`` and its number)."""
+    src = raw.src
+    s, e = raw.starts[colon] + 1, raw.ends[colon]
     m = _WEIGHT.fullmatch(src, s, e)
     if m is None or abs(float(m.group(1))) == float("inf"):
         bad = (m or _NONFINITE.fullmatch(src, s, e)).group(1)
