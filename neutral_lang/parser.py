@@ -19,6 +19,7 @@ that are not decimal numbers (``1_0``) are not weights.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from functools import lru_cache
 from importlib import resources
@@ -186,32 +187,24 @@ def _parse_options(src: str, keyword: Keyword, open_pos: int, close_pos: int) ->
 
 
 class _Classes:
-    """What the lexer decides that a context-free grammar cannot: which ``[`` open groups (with
-    the index of their ``]``) and which ``:`` start weights. Token indices into :class:`_Raw`.
+    """What the lexer decides that a context-free grammar cannot: which ``[`` would open a group
+    if a part started there (with its ``]``, its weight and the token after it), and where a text
+    part read from a token inside a group ends. Token indices into :class:`_Raw`.
 
     The original extension decides a ``[`` by trying to parse a group there and backing off when
     it holds fewer than two parts (docs/language.md, "Groups"): exponential on nested unclosed
     brackets. The same decision is made here for every ``[`` in one right-to-left sweep: where the
     parts read from a token on end, and whether they are two or more, depends only on the tokens
-    after it, so each is computed once, in O(1), from the values of later tokens. A left-to-right
-    walk then keeps the decisions the reading reaches. Linear in the number of tokens, whatever
-    their shape; no recursion. The sweep starts at the last token and stops at the first ``[``:
-    before it the reading is at the top level, where no table is needed.
+    after it, so each is computed once, in O(1), from the values of later tokens. The reading
+    (:func:`_terminals`) then keeps the decisions it reaches. Linear in the number of tokens,
+    whatever their shape; no recursion. The sweep starts at the last token and stops at the first
+    ``[``: before it the reading is at the top level, where no table is needed.
     """
 
-    __slots__ = ("groups", "weights", "closes")
+    __slots__ = ("group_close", "group_next", "group_weight", "text_in_group")
 
-    def __init__(self, raw: _Raw):
-        kinds = raw.kinds
+    def __init__(self, kinds: list[int], first: int):
         n = len(kinds)
-        self.groups: dict[int, int] = {}  # `[` that opens a group -> its `]`
-        self.weights: set[int] = set()  # weight-like `:` that starts a weight
-        try:
-            first = kinds.index(_OPEN)
-        except ValueError:  # no group can open: only top-level weights to find
-            self._walk(kinds, n, {}, {}, {}, None)
-            self.closes: frozenset[int] = frozenset()
-            return
         # next_kw[i]: first keyword at or after i; match_close[i]: first `]` that takes the
         # bracket balance below its value at i; next_strong[i]: first weight-like ':' at or after
         # i that is a weight whatever the depth (its number followed by a keyword or the end).
@@ -276,49 +269,8 @@ class _Classes:
             else:
                 j = nxt + 1 if kinds[nxt] == _KW else nxt  # a keyword, or an implicit AND
                 parts_end[i], parts_count[i] = parts_end[j], min(2, parts_count[j] + 1)
-        self._walk(kinds, n, group_close, group_next, group_weight, text_in_group)
-        self.closes = frozenset(self.groups.values())
-
-    def _walk(self, kinds: list[int], n: int, group_close, group_next, group_weight, text_in_group) -> None:
-        """Read the prompt from its first token, keeping the groups and weights the reading meets."""
-        groups, weights = self.groups, self.weights
-        open_groups: list[int] = []  # the `[` of the groups the reading is inside
-        i = 0
-        while True:
-            if i in group_close:  # a group part: read its parts
-                groups[i] = group_close[i]
-                if i in group_weight:
-                    weights.add(group_weight[i])
-                open_groups.append(i)
-                i += 1
-                continue
-            if open_groups:
-                i, colon = text_in_group(i)
-            else:  # top level: a weight is a number before a keyword, the end or a stray `]`
-                colon, depth, j = -1, 0, i
-                while j < n:
-                    k = kinds[j]
-                    if k == _KW:
-                        break
-                    if k == _WEIGHTISH:
-                        if j + 1 == n or kinds[j + 1] == _KW or (kinds[j + 1] == _CLOSE and depth == 0):
-                            colon = j
-                            j += 1
-                            break
-                    elif k == _OPEN:
-                        depth += 1
-                    elif k == _CLOSE and depth:
-                        depth -= 1
-                    j += 1
-                i = j
-            if colon >= 0:
-                weights.add(colon)
-            while open_groups and (i >= n or kinds[i] == _CLOSE):  # a group's parts end at its `]`
-                i = group_next[open_groups.pop()]
-            if i >= n:
-                return
-            if kinds[i] == _KW:
-                i += 1
+        self.group_close, self.group_next, self.group_weight = group_close, group_next, group_weight
+        self.text_in_group = text_in_group
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,8 +279,9 @@ class _Classes:
 
 class _Tok:
     """A terminal for Lark's LALR parser. Duck-types ``lark.Token`` (type, value, positions) at
-    a fraction of its construction cost, which dominates on 10^5-part prompts. Lark reads line
-    and column only to place its end-of-input token; they are None (offsets are what we use)."""
+    a fraction of its construction cost. Lark reads line and column only to place its
+    end-of-input token; they are None (offsets are what we use). ``options``: an ``OPTIONS``
+    terminal's parsed options."""
 
     __slots__ = ("type", "value", "start_pos", "end_pos", "options")
     line = column = end_line = end_column = None
@@ -344,66 +297,91 @@ class _Tok:
         return f"Token({self.type}, {self.value!r}, {self.start_pos})"
 
 
-def _terminals(raw: _Raw):
+def _terminals(raw: _Raw) -> list[_Tok]:
     """The terminals of ``grammar/neutral_prompt.lark`` for the whole prompt, in source order.
 
-    Every raw token is a keyword, a group's ``[`` or ``]``, a weight's ``:`` (with its number), or
-    part of a text; :class:`_Classes` says which. Zero-width terminals mark what is not written:
-    an empty text (``AND_PERP`` first, two keywords in a row) and an implicit AND (text after a
-    group, or after a weighted part and a stray ``]``).
+    Reads the prompt from its first token as the original does, keeping the groups and weights
+    the reading meets (:class:`_Classes` has decided every ``[`` beforehand), and emits each
+    part's terminals as it reads them: a group's ``[`` and ``]``, a text, a weight, a keyword and
+    its options. Zero-width terminals mark what is not written: an empty text (``AND_PERP``
+    first, two keywords in a row) and an implicit AND (text after a group, or after a weighted
+    part and a stray ``]``).
     """
     Token = _Tok
-    classes = _Classes(raw)
-    groups, weights, closes = classes.groups, classes.weights, classes.closes
     src, kinds, starts, ends, options = raw.src, raw.kinds, raw.starts, raw.ends, raw.options
     n = len(kinds)
+    try:
+        classes = _Classes(kinds, kinds.index(_OPEN))
+    except ValueError:  # no `[`: no group can open, the whole reading is at the top level
+        group_close = group_next = group_weight = {}
+        text_in_group = None
+    else:
+        group_close, group_next, group_weight = classes.group_close, classes.group_next, classes.group_weight
+        text_in_group = classes.text_in_group
+    out: list[_Tok] = []
+    emit = out.append
+    open_groups: list[int] = []  # the `[` of the groups the reading is inside
     prev_end = 0  # an empty text or implicit AND sits right after whatever precedes it
-    body = True  # a part's body comes next
     i = 0
-    while i < n:
-        if body:
-            if i in groups:
-                yield Token("LBRACKET", "[", starts[i], ends[i])
-                prev_end = ends[i]
-                i += 1
-                continue
-            j = i
-            while j < n and kinds[j] != _KW and j not in weights and j not in closes:
-                j += 1
-            if j > i:
-                text = src[starts[i]:ends[j - 1]]
-                stripped = text.strip()
-                a = starts[i] + len(text) - len(text.lstrip())
-                yield Token("TEXT", stripped, a, a + len(stripped))
-                prev_end = a + len(stripped)
-            else:
-                yield Token("TEXT", "", prev_end, prev_end)
-            i, body = j, False
-            if i in weights:
-                yield _weight_token(raw, i)
-                prev_end = ends[i]
-                i += 1
-        elif kinds[i] == _KW:
-            yield Token("KEYWORD", src[starts[i]:ends[i]], starts[i], ends[i])
+    while True:
+        if i in group_close:  # a group part: read its parts
+            emit(Token("LBRACKET", "[", starts[i], ends[i]))
+            prev_end = ends[i]
+            open_groups.append(i)
+            i += 1
+            continue
+        if open_groups:
+            stop, colon = text_in_group(i)
+        else:  # top level: a weight is a number before a keyword, the end or a stray `]`
+            colon, depth, stop = -1, 0, i
+            while stop < n:
+                k = kinds[stop]
+                if k == _KW:
+                    break
+                if k == _WEIGHTISH:
+                    if stop + 1 == n or kinds[stop + 1] == _KW or (kinds[stop + 1] == _CLOSE and depth == 0):
+                        colon = stop
+                        stop += 1
+                        break
+                elif k == _OPEN:
+                    depth += 1
+                elif k == _CLOSE and depth:
+                    depth -= 1
+                stop += 1
+        text_end = colon if colon >= 0 else stop
+        if text_end > i:  # the text: every token up to the weight or the part's end, trimmed
+            text = src[starts[i]:ends[text_end - 1]]
+            stripped = text.strip()
+            a = starts[i] + len(text) - len(text.lstrip())
+            prev_end = a + len(stripped)
+            emit(Token("TEXT", stripped, a, prev_end))
+        else:
+            emit(Token("TEXT", "", prev_end, prev_end))
+        if colon >= 0:
+            emit(_weight_token(raw, colon))
+            prev_end = ends[colon]
+        i = stop
+        while open_groups and (i >= n or kinds[i] == _CLOSE):  # a group's parts end at its `]`
+            group = open_groups.pop()
+            emit(Token("RBRACKET", "]", starts[i], ends[i]))
+            prev_end = ends[i]
+            weight = group_weight.get(group)
+            if weight is not None:
+                emit(_weight_token(raw, weight))
+                prev_end = ends[weight]
+            i = group_next[group]
+        if i >= n:
+            return out
+        if kinds[i] == _KW:
+            emit(Token("KEYWORD", src[starts[i]:ends[i]], starts[i], ends[i]))
             prev_end = ends[i]
             opts = options.get(i)
             if opts is not None:
-                yield Token("OPTIONS", src[opts[1]:opts[2]], opts[1], opts[2], opts[0])
+                emit(Token("OPTIONS", src[opts[1]:opts[2]], opts[1], opts[2], opts[0]))
                 prev_end = opts[2]
-            i, body = i + 1, True
-        elif i in closes:
-            yield Token("RBRACKET", "]", starts[i], ends[i])
-            prev_end = ends[i]
             i += 1
-            if i in weights:
-                yield _weight_token(raw, i)
-                prev_end = ends[i]
-                i += 1
         else:
-            yield Token("IMPLICIT_AND", "", prev_end, prev_end)
-            body = True
-    if body:
-        yield Token("TEXT", "", prev_end, prev_end)
+            emit(Token("IMPLICIT_AND", "", prev_end, prev_end))
 
 
 def _weight_token(raw: _Raw, colon: int) -> _Tok:
@@ -432,56 +410,111 @@ def _weight_token(raw: _Raw, colon: int) -> _Tok:
 
 _KEYWORDS = {k.value: k for k in Keyword}
 
+# Building nodes. The AST's frozen dataclasses store each field through ``object.__setattr__`` in
+# their generated ``__init__``; a typical prompt builds about 25 nodes, and that was a third of
+# its parse time. These functions build the same nodes by storing each field through its slot's
+# descriptor: about 2.5x faster. Unpacking one setter per field (in the dataclass's field order)
+# fails at import if a field is added; tests/test_parser.py checks that they equal the
+# constructors' nodes.
+_new = object.__new__
+
+
+def _setters(cls) -> tuple:
+    return tuple(getattr(cls, f.name).__set__ for f in dataclasses.fields(cls))
+
+
+_SPAN_START, _SPAN_END = _setters(Span)
+_LEAF_TEXT, _LEAF_SPAN = _setters(Leaf)
+_GROUP_PROMPT, _GROUP_SPAN = _setters(Group)
+_PROMPT_PARTS, _PROMPT_SPAN, _PROMPT_SOURCE = _setters(Prompt)
+(_PART_KEYWORD, _PART_BODY, _PART_WEIGHT, _PART_SPAN, _PART_OPTIONS, _PART_KEYWORD_SPAN,
+ _PART_WEIGHT_SPAN) = _setters(Part)
+
+
+def _span(start: int, end: int) -> Span:
+    span = _new(Span)
+    _SPAN_START(span, start)
+    _SPAN_END(span, end)
+    return span
+
+
+def _leaf(text: str, span: Span) -> Leaf:
+    leaf = _new(Leaf)
+    _LEAF_TEXT(leaf, text)
+    _LEAF_SPAN(leaf, span)
+    return leaf
+
+
+def _group(prompt: Prompt, span: Span) -> Group:
+    group = _new(Group)
+    _GROUP_PROMPT(group, prompt)
+    _GROUP_SPAN(group, span)
+    return group
+
+
+def _prompt(parts: list[Part], source: str | None = None) -> Prompt:
+    """A list of parts (as the ``prompt`` rule collects them) as a :class:`Prompt`."""
+    prompt = _new(Prompt)
+    _PROMPT_PARTS(prompt, tuple(parts))
+    _PROMPT_SPAN(prompt, _span(parts[0].span.start, parts[-1].span.end))
+    _PROMPT_SOURCE(prompt, source)
+    return prompt
+
+
+def _part(keyword: Keyword, body, weight: float, span: Span, options: tuple, keyword_span, weight_span) -> Part:
+    part = _new(Part)
+    _PART_KEYWORD(part, keyword)
+    _PART_BODY(part, body)
+    _PART_WEIGHT(part, weight)
+    _PART_SPAN(part, span)
+    _PART_OPTIONS(part, options)
+    _PART_KEYWORD_SPAN(part, keyword_span)
+    _PART_WEIGHT_SPAN(part, weight_span)
+    return part
+
 
 class _ToAst(Transformer):
     """Called by the LALR parser at each reduction (inline: no parse tree, no recursion), one
     method per rule of ``grammar/neutral_prompt.lark``.
 
-    ``prompt`` reductions append each further part to the list of parts so far (the rule is
+    ``part`` returns its body, weight and extent; ``prompt`` reductions make it a :class:`Part`
+    (with the keyword that joins it) and append it to the list of parts so far (the rule is
     left-recursive); :func:`_prompt` turns such a list into a :class:`Prompt`, for a group in
     ``part`` and for the root in :func:`parse`.
     """
 
     def part(self, children):
-        """``TEXT WEIGHT?`` or ``LBRACKET prompt RBRACKET WEIGHT?`` -> (body, weight, weight span)."""
-        first = children[0]
+        """``TEXT WEIGHT?`` or ``LBRACKET prompt RBRACKET WEIGHT?`` -> (body, weight, weight span,
+        start, end)."""
+        first, last = children[0], children[-1]
+        start = first.start_pos
         if first.type == "TEXT":
-            body = Leaf(first.value, Span(first.start_pos, first.end_pos))
+            body = _leaf(first.value, _span(start, first.end_pos))
         else:
-            close = children[2]
-            body = Group(_prompt(children[1]), Span(first.start_pos, close.end_pos))
-        last = children[-1]
+            body = _group(_prompt(children[1]), _span(start, children[2].end_pos))
         if last.type == "WEIGHT":
-            return (body, float(last.value), Span(last.start_pos, last.end_pos))
-        return (body, 1.0, None)
+            end = last.end_pos
+            return body, float(last.value), _span(last.start_pos, end), start, end
+        return body, 1.0, None, start, last.end_pos
 
     def prompt(self, children):
         """``part`` or ``prompt (KEYWORD OPTIONS? | IMPLICIT_AND) part`` -> list of :class:`Part`."""
+        body, weight, weight_span, start, end = children[-1]
         if len(children) == 1:
-            return [_part(None, None, children[0])]
-        parts = children[0]
-        parts.append(_part(children[1], children[2] if len(children) == 4 else None, children[-1]))
+            return [_part(Keyword.AND, body, weight, _span(start, max(start, end)), (), None, weight_span)]
+        parts, joint = children[0], children[1]
+        if joint.type == "IMPLICIT_AND":
+            parts.append(_part(Keyword.AND, body, weight, _span(start, max(start, end)), (), None, weight_span))
+            return parts
+        at = joint.start_pos
+        if len(children) == 4:  # with an option list
+            options = children[2]
+            keyword_span = _span(at, options.end_pos)
+            options = options.options
+        else:
+            options, keyword_span = (), _span(at, joint.end_pos)
+        parts.append(_part(_KEYWORDS[joint.value], body, weight, _span(at, end), options, keyword_span, weight_span))
         return parts
-
-
-def _part(joint, options, part) -> Part:
-    body, weight, wspan = part
-    start = body.span.start
-    end = wspan.end if wspan is not None else body.span.end
-    if joint is None or joint.type == "IMPLICIT_AND":
-        return Part(Keyword.AND, body, weight, Span(start, max(start, end)), (), None, wspan)
-    if options is None:
-        opts, kspan_end = (), joint.end_pos
-    else:
-        opts, kspan_end = options.options, options.end_pos
-    return Part(
-        _KEYWORDS[joint.value], body, weight, Span(joint.start_pos, end), opts,
-        Span(joint.start_pos, kspan_end), wspan,
-    )
-
-
-def _prompt(parts: list[Part]) -> Prompt:
-    return Prompt(tuple(parts), Span(parts[0].span.start, parts[-1].span.end))
 
 
 def grammar_text(name: str = "neutral_prompt.lark") -> str:
@@ -514,6 +547,18 @@ def _lalr() -> Lark:
         # (docs/reliability.md). Building the tables costs tens of milliseconds, once per process.
         cache=False,
     )
+
+
+@lru_cache(maxsize=1)
+def _lalr_state():
+    """The class and configuration of the LALR parser's state (Lark's ``ParserState``, reached
+    through its interactive parser), to feed our terminals to a fresh one per parse.
+
+    ``Lark.parse`` does the same through a lexer thread and a parser front end; feeding the
+    terminals to the state directly spares that per-call setup, a fifth of a typical prompt's
+    parse time. The tables, the reductions and the transformer's calls are Lark's either way."""
+    state = _lalr().parse_interactive().parser_state
+    return type(state), state.parse_conf
 
 
 # ---------------------------------------------------------------------------------------------
@@ -565,5 +610,9 @@ def parse_recovering(text: str, on_nonfinite) -> Prompt:
 
 
 def _parse(raw: _Raw) -> Prompt:
-    parts = _lalr().parse(raw)  # type: ignore[arg-type]
-    return Prompt(tuple(parts), Span(parts[0].span.start, parts[-1].span.end), raw.src)
+    state_class, conf = _lalr_state()
+    feed = state_class(conf, None).feed_token
+    for token in _terminals(raw):
+        feed(token)
+    end = len(raw.src)
+    return _prompt(feed(_Tok("$END", "", end, end), True), raw.src)
