@@ -7,6 +7,7 @@ its leaf texts differ only in whitespace it dropped (see docs/language.md).
 
 from __future__ import annotations
 
+import re
 import string
 import sys
 
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 import neutral_lang as nl
 from neutral_lang.ast import Group, Leaf, iter_parts
+from neutral_lang.keywords import KEYWORD_PATTERN
 
 
 def tree(prompt):
@@ -265,3 +267,65 @@ def test_format_keeps_the_source_when_stray_brackets_would_regroup():
     assert nl.format(prompt) == "[[a AND b]:2]"
     with pytest.raises(ValueError, match="no canonical form"):
         nl.format(dataclasses.replace(prompt, source=None))
+
+
+# The lexer's shortcuts, checked against what they stand for (neutral_lang/parser.py).
+
+_ORIGINAL_SPLIT = re.compile(r"\\[\[\]():\\]|(\[)|(\])|(:)|" + KEYWORD_PATTERN)
+_SPLIT_ALPHABET = ["[", "]", ":", "\\", " ", "\t", "a", "é", "_", "1", "0.5", "-2", "1e3", "nan", "-INF", ".", "AND",
+                   "AND_PERP", "AND_SALT", "AND_TOPK", "xAND", "AND_x", "ANDx", "1AND"]
+
+
+def _original_pieces(text):
+    """The split as the original tokenizer splits: (kind, start, end) for every split point and
+    every piece between them, kinds '[', ']', ':', 'KW', 'text'."""
+    out, pos = [], 0
+    for m in _ORIGINAL_SPLIT.finditer(text):
+        if m.lastindex is None:  # an escape is text
+            continue
+        if m.start() > pos:
+            out.append(("text", pos, m.start()))
+        out.append(({1: "[", 2: "]", 3: ":", 4: "KW"}[m.lastindex], m.start(), m.end()))
+        pos = m.end()
+    if pos < len(text):
+        out.append(("text", pos, len(text)))
+    return out
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(_SPLIT_ALPHABET), max_size=14).map("".join))
+def test_split_finds_the_original_split_points(text):
+    # The split regex finds the keywords and brackets the original's finds, and a colon exactly
+    # where the original's next piece (up to its next split point) is a number, finite or not;
+    # such a colon's match ends where that piece ends.
+    from neutral_lang.lexical import NONFINITE, NUMBER
+    from neutral_lang.parser import _SPLIT
+
+    pieces = _original_pieces(text)
+    expected = []
+    for k, (kind, start, end) in enumerate(pieces):
+        if kind in ("[", "]", "KW"):
+            expected.append((start, end))
+        elif kind == ":" and k + 1 < len(pieces) and pieces[k + 1][0] == "text":
+            number = text[pieces[k + 1][1]:pieces[k + 1][2]].strip()
+            if NUMBER.fullmatch(number) or NONFINITE.fullmatch(number):
+                expected.append((start, pieces[k + 1][2]))
+    found = [m.span() for m in _SPLIT.finditer(text) if text[m.start()] != "\\"]
+    assert found == expected
+
+
+def test_nodes_built_by_the_parser_equal_the_constructors_nodes():
+    # The parser stores fields through slot descriptors (fast); the nodes are the same.
+    from dataclasses import fields
+
+    from neutral_lang.ast import Option, Part, Prompt, Span
+
+    text = "a :2 AND_TOPK(k=0.5) [b AND_SALT c] :-1 d"
+    tree_ = nl.parse(text)
+    for _, part in iter_parts(tree_):
+        for node in (part, part.body, part.span, part.body.span):
+            rebuilt = type(node)(*(getattr(node, f.name) for f in fields(node)))
+            assert rebuilt == node and repr(rebuilt) == repr(node) and hash(rebuilt) == hash(node)
+    assert tree_ == Prompt(tree_.parts, Span(0, len(text)), text)
+    assert tree_.parts[1].options == (Option("k", 0.5, "0.5", Span(14, 19)),)
+    assert isinstance(tree_.parts[1], Part) and tree_.parts[1].keyword_span == Span(5, 20)
