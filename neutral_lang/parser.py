@@ -201,60 +201,37 @@ class _Classes:
     ``[``: before it the reading is at the top level, where no table is needed.
     """
 
-    __slots__ = ("group_close", "group_next", "group_weight", "text_in_group")
+    __slots__ = ("group_close", "group_next", "group_weight", "text_end", "text_weight")
 
     def __init__(self, kinds: list[int], first: int):
         n = len(kinds)
-        # next_kw[i]: first keyword at or after i; match_close[i]: first `]` that takes the
-        # bracket balance below its value at i; next_strong[i]: first weight-like ':' at or after
-        # i that is a weight whatever the depth (its number followed by a keyword or the end).
-        next_kw = [n] * (n + 1)
-        match_close = [n] * (n + 1)
-        next_strong = [n] * (n + 1)
-        balance = [0] * (n + 1)  # relative to the first `[`
-        b = 0
-        for i in range(first, n):
-            balance[i] = b
-            k = kinds[i]
-            if k == _OPEN:
-                b += 1
-            elif k == _CLOSE:
-                b -= 1
-        balance[n] = b
-        first_close_at: dict[int, int] = {}
-        nk = ns = n
-        for i in range(n - 1, first - 1, -1):
-            k = kinds[i]
-            if k == _KW:
-                nk = i
-            elif k == _CLOSE:
-                first_close_at[balance[i + 1]] = i
-            elif k == _WEIGHTISH and (i + 1 == n or kinds[i + 1] == _KW):
-                ns = i
-            next_kw[i] = nk
-            next_strong[i] = ns
-            match_close[i] = first_close_at.get(balance[i] - 1, n)
-
-        def text_in_group(i: int) -> tuple[int, int]:
-            """A text part read from token i inside a group: (token after it, weight ':' or -1)."""
-            close = match_close[i]
-            e = min(next_kw[i], close)
-            c = next_strong[i]
-            if c < e:
-                return c + 1, c
-            if e == close < n and e - 1 >= i and kinds[e - 1] == _WEIGHTISH:
-                return e, e - 1
-            return e, -1
-
-        # For every token i, as if a group's parts started there: the token where they end
-        # (a `]` or the end) and how many parts they are (counted up to 2).
+        # For every token i from the first `[` on, as if a text part inside a group started there:
+        # the token after it (a keyword, its group's `]`, or after its weight) and its weight-like
+        # ':' (-1: none). A weight is a number followed by a keyword or the end ("strong",
+        # whatever the depth), or one right before the group's `]`.
+        text_end = [n] * (n + 1)
+        text_weight = [-1] * (n + 1)
+        # For every token i, as if a group's parts started there: the token where they end (a `]`
+        # or the end) and how many parts they are (counted up to 2).
         parts_end = [n] * (n + 1)
         parts_count = [1] * (n + 1)
         group_close: dict[int, int] = {}  # every `[` that would open a group if a part started there
         group_next: dict[int, int] = {}  # token after that group and its weight
         group_weight: dict[int, int] = {}
+        # The `]` that closes what is open at i is the nearest `]` after which the count of `[`
+        # minus `]` from there to the end is one more than from i on (``depth``).
+        close_at_depth: dict[int, int] = {}
+        depth = 0
+        next_kw = next_strong = n
         for i in range(n - 1, first - 1, -1):
-            if kinds[i] == _OPEN:
+            k = kinds[i]
+            if k == _KW:
+                next_kw = i
+            elif k == _CLOSE:
+                close_at_depth[depth] = i
+                depth -= 1
+            elif k == _OPEN:
+                depth += 1
                 r = parts_end[i + 1]
                 if r < n and kinds[r] == _CLOSE and parts_count[i + 1] >= 2:
                     group_close[i] = r
@@ -263,14 +240,24 @@ class _Classes:
                         group_weight[i] = nxt
                         nxt += 1
                     group_next[i] = nxt
-            nxt = group_next[i] if i in group_next else text_in_group(i)[0]
+            elif k == _WEIGHTISH and (i + 1 == n or kinds[i + 1] == _KW):
+                next_strong = i
+            close = close_at_depth.get(depth + 1, n)
+            e = next_kw if next_kw < close else close
+            if next_strong < e:
+                text_end[i], text_weight[i] = next_strong + 1, next_strong
+            elif e == close < n and e > i and kinds[e - 1] == _WEIGHTISH:
+                text_end[i], text_weight[i] = e, e - 1
+            else:
+                text_end[i] = e
+            nxt = group_next[i] if i in group_next else text_end[i]
             if nxt >= n or kinds[nxt] == _CLOSE:
-                parts_end[i], parts_count[i] = nxt, 1
+                parts_end[i] = nxt
             else:
                 j = nxt + 1 if kinds[nxt] == _KW else nxt  # a keyword, or an implicit AND
-                parts_end[i], parts_count[i] = parts_end[j], min(2, parts_count[j] + 1)
+                parts_end[i], parts_count[i] = parts_end[j], 2
         self.group_close, self.group_next, self.group_weight = group_close, group_next, group_weight
-        self.text_in_group = text_in_group
+        self.text_end, self.text_weight = text_end, text_weight
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,10 +301,10 @@ def _terminals(raw: _Raw) -> list[_Tok]:
         classes = _Classes(kinds, kinds.index(_OPEN))
     except ValueError:  # no `[`: no group can open, the whole reading is at the top level
         group_close = group_next = group_weight = {}
-        text_in_group = None
+        text_end = text_weight = None
     else:
         group_close, group_next, group_weight = classes.group_close, classes.group_next, classes.group_weight
-        text_in_group = classes.text_in_group
+        text_end, text_weight = classes.text_end, classes.text_weight
     out: list[_Tok] = []
     emit = out.append
     open_groups: list[int] = []  # the `[` of the groups the reading is inside
@@ -331,7 +318,7 @@ def _terminals(raw: _Raw) -> list[_Tok]:
             i += 1
             continue
         if open_groups:
-            stop, colon = text_in_group(i)
+            stop, colon = text_end[i], text_weight[i]
         else:  # top level: a weight is a number before a keyword, the end or a stray `]`
             colon, depth, stop = -1, 0, i
             while stop < n:
@@ -348,9 +335,9 @@ def _terminals(raw: _Raw) -> list[_Tok]:
                 elif k == _CLOSE and depth:
                     depth -= 1
                 stop += 1
-        text_end = colon if colon >= 0 else stop
-        if text_end > i:  # the text: every token up to the weight or the part's end, trimmed
-            text = src[starts[i]:ends[text_end - 1]]
+        text_stop = colon if colon >= 0 else stop
+        if text_stop > i:  # the text: every token up to the weight or the part's end, trimmed
+            text = src[starts[i]:ends[text_stop - 1]]
             stripped = text.strip()
             a = starts[i] + len(text) - len(text.lstrip())
             prev_end = a + len(stripped)
