@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from math import isfinite
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -71,8 +72,6 @@ def _split_pattern() -> re.Pattern:
 
 _SPLIT = _split_pattern()
 
-_WEIGHT = re.compile(r"\s*(" + NUMBER_RE + r")\s*")
-_NONFINITE = re.compile(r"\s*(" + NONFINITE.pattern + r")\s*", re.IGNORECASE)
 
 _OPTION = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(" + NUMBER_RE + r")\s*")
 
@@ -373,22 +372,21 @@ def _terminals(raw: _Raw) -> list[_Tok]:
 
 def _weight_token(raw: _Raw, colon: int) -> _Tok:
     """The ``WEIGHT`` terminal of the weight-like token ``colon`` (``:`` and its number)."""
-    src = raw.src
-    s, e = raw.starts[colon] + 1, raw.ends[colon]
-    m = _WEIGHT.fullmatch(src, s, e)
-    if m is None or abs(float(m.group(1))) == float("inf"):
-        bad = (m or _NONFINITE.fullmatch(src, s, e)).group(1)
-        at = src.index(bad, s)
-        err = NonFiniteWeightError(
-            "non-finite weight", src, at, at + len(bad),
-            hint="a weight is a finite decimal number such as 0.5, -1 or 1e-3; "
-            "nan or inf would make the whole image NaN",
-        )
-        if raw.on_nonfinite is None:
-            raise err
-        # Read on as if the weight were the finite number written in its place (same length).
-        return _Tok("WEIGHT", raw.on_nonfinite(err), raw.starts[colon], at + len(bad))
-    return _Tok("WEIGHT", m.group(1), raw.starts[colon], m.end(1))
+    src, start = raw.src, raw.starts[colon]
+    text = src[start + 1:raw.ends[colon]]
+    number = text.strip()  # the split matched `\s*number\s*`; strip() removes that same whitespace
+    at = start + 1 + len(text) - len(text.lstrip())
+    if isfinite(float(number)):  # a decimal number (or nan/inf, which float() reads too)
+        return _Tok("WEIGHT", number, start, at + len(number))
+    err = NonFiniteWeightError(
+        "non-finite weight", src, at, at + len(number),
+        hint="a weight is a finite decimal number such as 0.5, -1 or 1e-3; "
+        "nan or inf would make the whole image NaN",
+    )
+    if raw.on_nonfinite is None:
+        raise err
+    # Read on as if the weight were the finite number written in its place (same length).
+    return _Tok("WEIGHT", raw.on_nonfinite(err), start, at + len(number))
 
 
 # ---------------------------------------------------------------------------------------------
