@@ -394,6 +394,7 @@ def _weight_token(raw: _Raw, colon: int) -> _Tok:
 
 
 _KEYWORDS = {k.value: k for k in Keyword}
+_AND = Keyword.AND
 
 # Building nodes. The AST's frozen dataclasses store each field through ``object.__setattr__`` in
 # their generated ``__init__``; a typical prompt builds about 25 nodes, and that was a third of
@@ -423,30 +424,43 @@ def _span(start: int, end: int) -> Span:
     return span
 
 
-def _leaf(text: str, span: Span) -> Leaf:
+def _leaf(text: str, start: int, end: int) -> Leaf:
+    span = _new(Span)
+    _SPAN_START(span, start)
+    _SPAN_END(span, end)
     leaf = _new(Leaf)
     _LEAF_TEXT(leaf, text)
     _LEAF_SPAN(leaf, span)
     return leaf
 
 
-def _group(prompt: Prompt, span: Span) -> Group:
+def _group(parts: list[Part], start: int, end: int) -> Group:
+    span = _new(Span)
+    _SPAN_START(span, start)
+    _SPAN_END(span, end)
     group = _new(Group)
-    _GROUP_PROMPT(group, prompt)
+    _GROUP_PROMPT(group, _prompt(parts))
     _GROUP_SPAN(group, span)
     return group
 
 
 def _prompt(parts: list[Part], source: str | None = None) -> Prompt:
     """A list of parts (as the ``prompt`` rule collects them) as a :class:`Prompt`."""
+    span = _new(Span)
+    _SPAN_START(span, parts[0].span.start)
+    _SPAN_END(span, parts[-1].span.end)
     prompt = _new(Prompt)
     _PROMPT_PARTS(prompt, tuple(parts))
-    _PROMPT_SPAN(prompt, _span(parts[0].span.start, parts[-1].span.end))
+    _PROMPT_SPAN(prompt, span)
     _PROMPT_SOURCE(prompt, source)
     return prompt
 
 
-def _part(keyword: Keyword, body, weight: float, span: Span, options: tuple, keyword_span, weight_span) -> Part:
+def _part(keyword: Keyword, body, weight: float, start: int, end: int, options: tuple, keyword_span,
+          weight_span) -> Part:
+    span = _new(Span)
+    _SPAN_START(span, start)
+    _SPAN_END(span, end)
     part = _new(Part)
     _PART_KEYWORD(part, keyword)
     _PART_BODY(part, body)
@@ -474,9 +488,9 @@ class _ToAst(Transformer):
         first, last = children[0], children[-1]
         start = first.start_pos
         if first.type == "TEXT":
-            body = _leaf(first.value, _span(start, first.end_pos))
+            body = _leaf(first.value, start, first.end_pos)
         else:
-            body = _group(_prompt(children[1]), _span(start, children[2].end_pos))
+            body = _group(children[1], start, children[2].end_pos)
         if last.type == "WEIGHT":
             end = last.end_pos
             return body, float(last.value), _span(last.start_pos, end), start, end
@@ -486,10 +500,10 @@ class _ToAst(Transformer):
         """``part`` or ``prompt (KEYWORD OPTIONS? | IMPLICIT_AND) part`` -> list of :class:`Part`."""
         body, weight, weight_span, start, end = children[-1]
         if len(children) == 1:
-            return [_part(Keyword.AND, body, weight, _span(start, max(start, end)), (), None, weight_span)]
+            return [_part(_AND, body, weight, start, max(start, end), (), None, weight_span)]
         parts, joint = children[0], children[1]
         if joint.type == "IMPLICIT_AND":
-            parts.append(_part(Keyword.AND, body, weight, _span(start, max(start, end)), (), None, weight_span))
+            parts.append(_part(_AND, body, weight, start, max(start, end), (), None, weight_span))
             return parts
         at = joint.start_pos
         if len(children) == 4:  # with an option list
@@ -498,7 +512,7 @@ class _ToAst(Transformer):
             options = options.options
         else:
             options, keyword_span = (), _span(at, joint.end_pos)
-        parts.append(_part(_KEYWORDS[joint.value], body, weight, _span(at, end), options, keyword_span, weight_span))
+        parts.append(_part(_KEYWORDS[joint.value], body, weight, at, end, options, keyword_span, weight_span))
         return parts
 
 
