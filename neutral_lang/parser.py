@@ -25,6 +25,7 @@ from math import isfinite
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Iterator
 
 from lark import Lark, Transformer
 from lark.lexer import Lexer
@@ -283,7 +284,7 @@ class _Tok:
         return f"Token({self.type}, {self.value!r}, {self.start_pos})"
 
 
-def _terminals(raw: _Raw) -> list[_Tok]:
+def _terminals(raw: _Raw) -> Iterator[_Tok]:
     """The terminals of ``grammar/neutral_prompt.lark`` for the whole prompt, in source order.
 
     Reads the prompt from its first token as the original does, keeping the groups and weights
@@ -304,14 +305,12 @@ def _terminals(raw: _Raw) -> list[_Tok]:
     else:
         group_close, group_next, group_weight = classes.group_close, classes.group_next, classes.group_weight
         text_end, text_weight = classes.text_end, classes.text_weight
-    out: list[_Tok] = []
-    emit = out.append
     open_groups: list[int] = []  # the `[` of the groups the reading is inside
     prev_end = 0  # an empty text or implicit AND sits right after whatever precedes it
     i = 0
     while True:
         if i in group_close:  # a group part: read its parts
-            emit(Token("LBRACKET", "[", starts[i], ends[i]))
+            yield Token("LBRACKET", "[", starts[i], ends[i])
             prev_end = ends[i]
             open_groups.append(i)
             i += 1
@@ -340,34 +339,34 @@ def _terminals(raw: _Raw) -> list[_Tok]:
             stripped = text.strip()
             a = starts[i] + len(text) - len(text.lstrip())
             prev_end = a + len(stripped)
-            emit(Token("TEXT", stripped, a, prev_end))
+            yield Token("TEXT", stripped, a, prev_end)
         else:
-            emit(Token("TEXT", "", prev_end, prev_end))
+            yield Token("TEXT", "", prev_end, prev_end)
         if colon >= 0:
-            emit(_weight_token(raw, colon))
+            yield _weight_token(raw, colon)
             prev_end = ends[colon]
         i = stop
         while open_groups and (i >= n or kinds[i] == _CLOSE):  # a group's parts end at its `]`
             group = open_groups.pop()
-            emit(Token("RBRACKET", "]", starts[i], ends[i]))
+            yield Token("RBRACKET", "]", starts[i], ends[i])
             prev_end = ends[i]
             weight = group_weight.get(group)
             if weight is not None:
-                emit(_weight_token(raw, weight))
+                yield _weight_token(raw, weight)
                 prev_end = ends[weight]
             i = group_next[group]
         if i >= n:
-            return out
+            return
         if kinds[i] == _KW:
-            emit(Token("KEYWORD", src[starts[i]:ends[i]], starts[i], ends[i]))
+            yield Token("KEYWORD", src[starts[i]:ends[i]], starts[i], ends[i])
             prev_end = ends[i]
             opts = options.get(i)
             if opts is not None:
-                emit(Token("OPTIONS", src[opts[1]:opts[2]], opts[1], opts[2], opts[0]))
+                yield Token("OPTIONS", src[opts[1]:opts[2]], opts[1], opts[2], opts[0])
                 prev_end = opts[2]
             i += 1
         else:
-            emit(Token("IMPLICIT_AND", "", prev_end, prev_end))
+            yield Token("IMPLICIT_AND", "", prev_end, prev_end)
 
 
 def _weight_token(raw: _Raw, colon: int) -> _Tok:
