@@ -101,17 +101,15 @@ class _Raw:
         self.options = options
         lists = None  # option list starts -> their ends, read when a keyword is followed by '('
         pos = 0  # start of the pending text piece
-        search = _SPLIT.search
-        scan = 0
         n = len(src)
-        while True:
-            m = search(src, scan)
-            if m is None:
-                break
+        # No match runs past the `)` of an option list (none holds a `)` but an escape, which
+        # ends with it), so the matches after a list are those a search from its end would find.
+        for m in _SPLIT.finditer(src):
             start, end = m.span()
+            if start < pos:  # inside an option list
+                continue
             kind = _KIND_OF_FIRST.get(src[start], _KW)
             if kind is None:  # an escape: part of the text
-                scan = end
                 continue
             if start > pos and not src[pos:start].isspace():
                 kinds.append(_TEXT)
@@ -134,7 +132,7 @@ class _Raw:
             kinds.append(kind)
             starts.append(start)
             ends.append(end)
-            pos = scan = end if list_end is None else list_end
+            pos = end if list_end is None else list_end
         if n > pos and not src[pos:].isspace():
             kinds.append(_TEXT)
             starts.append(pos)
