@@ -2,13 +2,18 @@
 
 Three steps, each linear in the text and free of recursion (docs/architecture.md, "The front end"):
 
-1. :class:`_Raw` splits the text at ``[``, ``]``, ``:`` and keywords and reads option lists;
+1. :class:`_Raw` splits the text at ``[``, ``]``, weight-like ``:number`` and keywords (one
+   regex pass) and reads option lists;
 2. :class:`_Classes` decides what the grammar cannot: which ``[`` opens a group (the original
    extension tried to parse one and backed off when it held fewer than two parts: exponential on
-   nested unclosed brackets) and which ``:`` starts a weight; :func:`_terminals` then emits the
-   terminals of ``grammar/neutral_prompt.lark`` in source order;
-3. Lark's LALR parser reduces the grammar's rules and :class:`_ToAst`, one method per rule, builds
-   the AST at each reduction.
+   nested unclosed brackets) and where a text part inside a group ends; :func:`_terminals` reads
+   the prompt from the start with those tables, deciding which ``:`` starts a weight, and emits
+   the terminals of ``grammar/neutral_prompt.lark`` in source order;
+3. Lark's LALR parser (its parser state, fed the terminals one by one) reduces the grammar's
+   rules and :class:`_ToAst`, one method per rule, builds the AST at each reduction.
+
+Where the time goes on a typical prompt (``benchmarks/bench_parse.py``): about a third in steps
+1-2, the rest in Lark's LALR loop and the transformer's node building.
 
 Reading rules (docs/language.md), as the original tokenizer sees text: it splits at ``[``, ``]``,
 ``:`` and whole-word keywords, and ignores whitespace-only pieces between them. Deliberate
@@ -21,9 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from math import isfinite
 from functools import lru_cache
 from importlib import resources
+from math import isfinite
 from pathlib import Path
 from typing import Iterator
 
@@ -264,9 +269,9 @@ class _Classes:
 
 class _Tok:
     """A terminal for Lark's LALR parser. Duck-types ``lark.Token`` (type, value, positions) at
-    a fraction of its construction cost. Lark reads line and column only to place its
-    end-of-input token; they are None (offsets are what we use). ``options``: an ``OPTIONS``
-    terminal's parsed options."""
+    a fraction of its construction cost. Lark reads line and column only for its own error
+    messages, which a terminal stream from :func:`_terminals` never causes; they are None
+    (offsets are what we use). ``options``: an ``OPTIONS`` terminal's parsed options."""
 
     __slots__ = ("type", "value", "start_pos", "end_pos", "options")
     line = column = end_line = end_column = None
