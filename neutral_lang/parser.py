@@ -556,7 +556,7 @@ def _lalr_state():
     through its interactive parser), to feed our terminals to a fresh one per parse.
 
     ``Lark.parse`` does the same through a lexer thread and a parser front end; feeding the
-    terminals to the state directly spares that per-call setup, a fifth of a typical prompt's
+    terminals to the state directly spares that per-call setup, about 15% of a typical prompt's
     parse time. The tables, the reductions and the transformer's calls are Lark's either way."""
     state = _lalr().parse_interactive().parser_state
     return type(state), state.parse_conf
