@@ -114,5 +114,7 @@ def test_parsing_keeps_no_table_cache(tmp_path, monkeypatch):
     from neutral_lang import parser
 
     parser._lalr.cache_clear()
+    parser._lalr_state.cache_clear()
     nl.parse("a AND_PERP [b AND_SALT c] :2")
+    assert parser._lalr.cache_info().misses == 1  # the tables were built again, here
     assert list(tmp_path.iterdir()) == []
