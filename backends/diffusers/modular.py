@@ -1,19 +1,19 @@
 """A compiled program as a guider of diffusers' modular pipelines (``diffusers.guiders``).
 
 Modular pipelines take their guidance from a ``guider`` component: at each step the denoise block
-hands it the model inputs as ``(cond, uncond)`` pairs, calls the UNet once per batch the guider
-prepares, and asks the guider for the guided prediction. :class:`ProgramGuidance` prepares *one*
-batch for the whole program: the pipeline's uncond rows (its negative prompt, or SDXL's zeros),
-then one row per item for every conditioning the program shows at this step, encoded A1111's way
-(:mod:`.text_encoding`). Its ``prepare_models`` hook repeats the latents (and any other per-sample
-UNet input) to that batch, so a step is one UNet call, and its ``forward`` is
-``program.guide(u, conds, guidance_scale)``::
+hands it the denoiser's inputs as ``(cond, uncond)`` pairs, calls the denoiser once per batch the
+guider prepares, and asks the guider for the guided prediction. :class:`ProgramGuidance` prepares
+*one* batch for the whole program: the pipeline's uncond rows (its negative prompt, or SDXL's
+zeros), then one row per item for every conditioning the program shows at this step, encoded
+A1111's way with the family's text encoder (:mod:`.text_encoding`, :mod:`.t5_encoding`). Every
+other per-sample input (latents, SDXL's ``time_ids``) is repeated to that batch, so a step is one
+denoiser call, and ``forward`` is ``program.guide(u, conds, guidance_scale)``::
 
-    from diffusers.modular_pipelines.stable_diffusion_xl import StableDiffusionXLAutoBlocks
+    from diffusers.modular_pipelines.stable_diffusion_3 import StableDiffusion3AutoBlocks
     from neutral_lang.backends.diffusers.modular import ProgramGuidance
 
-    pipe = StableDiffusionXLAutoBlocks().init_pipeline()
-    pipe.update_components(**{k: v for k, v in sdxl.components.items() if v is not None})
+    pipe = StableDiffusion3AutoBlocks().init_pipeline()
+    pipe.update_components(**{k: v for k, v in sd3.components.items() if v is not None})
     guider = ProgramGuidance(prompt="a castle AND_PERP glasses :-0.5", guidance_scale=7.0).bind(pipe)
     pipe.update_components(guider=guider)
     latents = pipe(prompt="a castle", negative_prompt="blurry", output="latents")
@@ -23,17 +23,32 @@ only its shape and its negative side are used: the conditionings come from the p
 ``guidance_scale <= 1`` there is no CFG and the prediction is ``u + full(root)``, as in
 ``run(pipe)``; a one-part program is then the conditional prediction, computed without ``u``.
 
-Supported: ``StableDiffusionXLModularPipeline`` txt2img (the SDXL text encoders and pooled
-embeddings; tested against the modular pipeline's own ``ClassifierFreeGuidance``). Not supported:
-the ControlNet loop (the ControlNet would see the pipeline's batch, not the program's), one
-program with a list of prompts, and SD3/Flux modular pipelines (their guiders see other inputs; not
-adapted). Conditionings with more 75-token chunks than the others are lengthened by repeating
-their last vector (A1111's ``stack_conds``), the uncond included: the modular loop passes no
-attention mask.
+The families (:data:`FAMILIES`), each tested against its modular pipeline's stock
+``ClassifierFreeGuidance``:
+
+- ``StableDiffusionXLModularPipeline``: the loop passes the text as ``prompt_embeds`` and
+  ``text_embeds`` (pooled) and the latents outside the guider, so ``prepare_models`` hooks the
+  UNet to repeat them to the program's batch. Its text block makes the uncond (zeros without a
+  negative prompt) whenever ``num_conditions > 1``.
+- ``StableDiffusion3ModularPipeline`` (txt2img, img2img): the loop passes ``hidden_states``
+  (latents), ``encoder_hidden_states`` and ``text_embeds`` (pooled) through the guider, and makes
+  an uncond *only* when ``negative_prompt`` is given; without one its stock guider's prediction is
+  the conditional one (CFG of the cond against itself). A one-part program does the same; a
+  multi-part program, which needs ``u``, is refused at the first step (pass
+  ``negative_prompt=""``, what ``StableDiffusion3Pipeline`` uses by default).
+
+Not supported: ``FluxModularPipeline`` (Flux.1: its denoise blocks call the transformer directly
+and have no guider component, so :meth:`ProgramGuidance.bind` refuses it; use ``FluxPipeline`` with
+``compile(prompt).run(pipe)``), the modular ControlNet loops (the ControlNet would see the
+pipeline's batch, not the program's), one program with a list of prompts, and the other modular
+families (Flux.2, Wan, Qwen-Image, ...: their loops call ``prepare_inputs_from_block_state``).
+Conditionings with more 75-token chunks than the others are lengthened by repeating their last
+vector (A1111's ``stack_conds``), the uncond included: the modular loops pass no attention mask.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -42,25 +57,62 @@ from diffusers.guiders.guider_utils import BaseGuidance, GuiderOutput
 
 from neutral_lang import emphasis as _emphasis
 
-from .adapters import TextOptions, UnsupportedFeatureError, UnsupportedPipelineError
+from .adapters import FamilyAdapter, TextOptions, UnsupportedFeatureError, UnsupportedPipelineError
 from .text_encoding import COMMA_BACKTRACK, extend
 
-__all__ = ["ProgramGuidance"]
+__all__ = ["FAMILIES", "ModularFamily", "ProgramGuidance"]
 
-_SUPPORTED = ("StableDiffusionXLModularPipeline",)
+
+@dataclass(frozen=True)
+class ModularFamily:
+    """How one family's modular denoise loop feeds its guider.
+
+    ``pipeline``: the ``ModularPipeline`` class name; ``adapter``: the :class:`.FamilyAdapter`
+    whose ``text_encoder`` encodes the program's texts; ``hidden`` / ``pooled``: the guider inputs
+    holding the per-token text embeddings ``[B, L, D]`` and the pooled ones ``[B, P]``;
+    ``hook_denoiser``: the loop passes per-sample inputs (the latents) to the denoiser outside the
+    guider, so ``prepare_models`` must repeat them to the program's batch.
+    """
+
+    pipeline: str
+    adapter: type[FamilyAdapter]
+    hidden: str
+    pooled: str
+    hook_denoiser: bool
+
+
+def _families() -> tuple[ModularFamily, ...]:
+    from .stable_diffusion import StableDiffusionXLAdapter
+    from .stable_diffusion_3 import StableDiffusion3Adapter
+
+    return (
+        ModularFamily("StableDiffusionXLModularPipeline", StableDiffusionXLAdapter, "prompt_embeds", "text_embeds",
+                      hook_denoiser=True),
+        ModularFamily("StableDiffusion3ModularPipeline", StableDiffusion3Adapter, "encoder_hidden_states",
+                      "text_embeds", hook_denoiser=False),
+    )
+
+
+FAMILIES: tuple[ModularFamily, ...] = _families()
+_SUPPORTED = tuple(f.pipeline for f in FAMILIES)
 
 
 class ProgramGuidance(BaseGuidance):
-    """Guidance by a Neutral Prompt program, in one UNet call per step.
+    """Guidance by a Neutral Prompt program, in one denoiser call per step.
 
     ``prompt`` is the program's source (one prompt; compiled with :func:`neutral_lang.compile`),
     ``guidance_scale`` the CFG scale ``s`` of ``u + s * full(root)``; ``emphasis``,
-    ``clip_skip`` and ``comma_backtrack`` as in ``run(pipe)``. ``start``/``stop``/``enabled``
-    are the base class's: outside ``[start, stop)`` of the steps, or when disabled, the prediction
-    is ``u + full(root)`` (no CFG). Call :meth:`bind` with the pipeline before the first run.
+    ``clip_skip``, ``comma_backtrack`` and ``max_sequence_length`` (T5's length for SD3; None:
+    the modular pipeline's default, 256) as in ``run(pipe)``: give them to the guider, since the
+    pipeline's own prompt encoding is not used. ``start``/``stop``/``enabled`` are the base
+    class's: outside ``[start, stop)`` of the steps, or when disabled, the prediction is
+    ``u + full(root)`` (no CFG). Call :meth:`bind` with the pipeline before the first run.
 
     Raises ``ValueError`` for a list of prompts; :meth:`bind` raises ``UnsupportedPipelineError``
-    (a ``TypeError``) for a pipeline other than modular SDXL.
+    (a ``TypeError``) for a pipeline not in :data:`FAMILIES`; the first step raises
+    ``UnsupportedFeatureError`` (a ``ValueError``, before any denoiser call) when the pipeline
+    gives no uncond to a program that needs one, or text embeddings of another length than the
+    guider's (a ``max_sequence_length`` given to the pipeline only).
     """
 
     _input_predictions = ["pred_program"]
@@ -73,6 +125,7 @@ class ProgramGuidance(BaseGuidance):
         emphasis: str = "original",
         clip_skip: int | None = None,
         comma_backtrack: int = COMMA_BACKTRACK,
+        max_sequence_length: int | None = None,
         start: float = 0.0,
         stop: float = 1.0,
         enabled: bool = True,
@@ -87,25 +140,31 @@ class ProgramGuidance(BaseGuidance):
             )
         self.program = compile(prompt)
         self.guidance_scale = float(guidance_scale)
-        self.options = TextOptions(emphasis, clip_skip, comma_backtrack)
+        self.options = TextOptions(emphasis, clip_skip, comma_backtrack, max_sequence_length=max_sequence_length)
         self._encoder = None
-        self._pipe_name = ""
+        self._family: ModularFamily | None = None
         self._state: Any = None
         self._steps_encoded: set[int] = set()
         self._batch: dict[str, Any] | None = None  # this step's plan: rows, source, identity
         self._hook = None
 
     def bind(self, pipe) -> "ProgramGuidance":
-        """Encode with ``pipe``'s text encoders (a modular SDXL pipeline); returns ``self``."""
-        if type(pipe).__name__ not in _SUPPORTED:
-            raise UnsupportedPipelineError(
-                f"ProgramGuidance cannot guide {type(pipe).__name__}; it supports {', '.join(_SUPPORTED)}. "
-                "For DiffusionPipeline classes use neutral_lang.compile(prompt).run(pipe)."
-            )
-        from .stable_diffusion import StableDiffusionXLAdapter
+        """Encode with ``pipe``'s text encoders (a modular pipeline of :data:`FAMILIES`); returns ``self``."""
+        name = type(pipe).__name__
+        family = next((f for f in FAMILIES if f.pipeline == name), None)
+        if family is None:
+            from diffusers.modular_pipelines import ModularPipeline
 
-        self._encoder = StableDiffusionXLAdapter().text_encoder(pipe, self.options)
-        self._pipe_name = type(pipe).__name__
+            why = "it is not one of the supported modular pipelines"
+            if isinstance(pipe, ModularPipeline) and "guider" not in pipe.component_names:
+                # modular Flux.1: its denoise block calls the transformer itself
+                why = "its blocks take no guider component (the denoise loop calls the denoiser directly)"
+            raise UnsupportedPipelineError(
+                f"ProgramGuidance cannot guide {name}: {why}. It supports {', '.join(_SUPPORTED)}. "
+                "For DiffusionPipeline classes (FluxPipeline, ...) use neutral_lang.compile(prompt).run(pipe)."
+            )
+        self._encoder = family.adapter().text_encoder(pipe, self.options)
+        self._family = family
         self._steps_encoded.clear()
         return self
 
@@ -117,9 +176,9 @@ class ProgramGuidance(BaseGuidance):
 
     @property
     def num_conditions(self) -> int:
-        """2 when the program reads an uncond: the pipeline's text block then prepares the
+        """2 when the program reads an uncond: modular SDXL's text block then prepares the
         negative embeddings (it asks ``num_conditions > 1``). The batches are always one."""
-        needs_uncond = self._enabled and (self.guidance_scale > 1.0 or not _one_part(self.program))
+        needs_uncond = not _one_part(self.program) or (self._enabled and self.guidance_scale > 1.0)
         return 2 if needs_uncond else 1
 
     def __call__(self, data: list) -> GuiderOutput:
@@ -136,16 +195,20 @@ class ProgramGuidance(BaseGuidance):
         last = int(self._stop * self._num_inference_steps)
         return first <= self._step < last
 
-    def prepare_inputs(self, data: dict[str, tuple[Any, Any]]) -> list:
+    def prepare_inputs(self, data: dict[str, Any]) -> list:
         """One batch: ``B`` uncond rows (unless no CFG and a one-part program), then ``B`` rows per
-        conditioning shown at this step. ``data`` maps each UNet input to ``(cond, uncond)``."""
+        conditioning shown at this step. ``data`` maps each denoiser input to ``(cond, uncond)``,
+        or to ``cond`` alone when the pipeline made no uncond (modular SD3 without a negative prompt).
+        """
         from diffusers.modular_pipelines.modular_pipeline import BlockState
 
-        if self._encoder is None:
+        family = self._family
+        if family is None:
             raise UnsupportedFeatureError(
                 "ProgramGuidance has no pipeline to encode with: call guider.bind(pipe) first."
             )
-        cond_embeds, uncond_embeds = data["prompt_embeds"]
+        pairs = {name: value if isinstance(value, tuple) else (value, None) for name, value in data.items()}
+        cond_embeds, uncond_embeds = pairs[family.hidden]
         batch = cond_embeds.shape[0]
         step, steps = self._step or 0, self._num_inference_steps or 1
         if step == 0 or self._state is None:
@@ -155,36 +218,41 @@ class ProgramGuidance(BaseGuidance):
                 for variant in _emphasis.variants(text, steps):
                     self._encoder.encode(variant)
             self._steps_encoded.add(steps)
+        self._check_length(cond_embeds)
 
-        cfg = self._cfg()
+        one_part = _one_part(self.program)
+        # No uncond from the pipeline: its stock guider then returns the cond prediction (CFG of
+        # the cond against itself), which is what a one-part program gives without CFG.
+        cfg = self._cfg() and uncond_embeds is not None
+        with_uncond = cfg or not one_part
+        if with_uncond and uncond_embeds is None:
+            raise UnsupportedFeatureError(
+                f"{family.pipeline} gave the guider no negative prompt embeddings, and this multi-part program "
+                "needs an uncond: pass negative_prompt (\"\" encodes the empty prompt; modular SD3 makes "
+                "no uncond without one)."
+            )
         texts = [_emphasis.text_at(_emphasis.schedule(t, steps), step) for t in self.program.prompts]
         distinct = list(dict.fromkeys(texts))
         conds = [self._encoder.encode(t) for t in distinct]
-        with_uncond = cfg or not _one_part(self.program)
-        if with_uncond and uncond_embeds is None:
-            raise UnsupportedFeatureError(
-                "The modular pipeline gave the guider no negative prompt embeddings; ProgramGuidance needs them "
-                "for multi-part programs (pass negative_prompt, or use its default)."
-            )
         device, dtype = cond_embeds.device, cond_embeds.dtype
         length = max([c.hidden.shape[0] for c in conds] + ([uncond_embeds.shape[1]] if with_uncond else []))
         hidden = [extend(c.hidden.to(device, dtype), length).expand(batch, -1, -1) for c in conds]
         pooled = [c.pooled.to(device, dtype).expand(batch, -1) for c in conds]
         if with_uncond:
             hidden.insert(0, torch.stack([extend(u, length) for u in uncond_embeds]))
-            pooled.insert(0, data["text_embeds"][1])
+            pooled.insert(0, pairs[family.pooled][1])
 
         fields = {}
-        for name, (cond, uncond) in data.items():
+        for name, (cond, uncond) in pairs.items():
             if not isinstance(cond, torch.Tensor):
                 fields[name] = cond  # None: an input this pipeline does not use
                 continue
             rows = [cond] * len(conds)
             if with_uncond:
-                rows.insert(0, uncond)
+                rows.insert(0, cond if uncond is None else uncond)
             fields[name] = torch.cat(rows)
-        fields["prompt_embeds"] = torch.cat(hidden)
-        fields["text_embeds"] = torch.cat(pooled)
+        fields[family.hidden] = torch.cat(hidden)
+        fields[family.pooled] = torch.cat(pooled)
         items = torch.arange(batch, device=device)
         self._batch = {
             "batch": batch,
@@ -195,16 +263,30 @@ class ProgramGuidance(BaseGuidance):
         }
         return [BlockState(**fields, **{self._identifier_key: "pred_program"})]
 
+    def _check_length(self, cond_embeds: torch.Tensor) -> None:
+        """The pipeline's prompt embeddings ``[B, L, D]`` are one chunk of the guider's encoding
+        (77 CLIP tokens, then T5's ``max_sequence_length`` for SD3); any other ``L`` means the
+        pipeline and the guider were given different settings."""
+        expected = self._encoder.encode("").hidden.shape[0]
+        if cond_embeds.shape[1] != expected:
+            raise UnsupportedFeatureError(
+                f"The pipeline's prompt embeddings are {cond_embeds.shape[1]} tokens long, the guider's {expected}: "
+                "give ProgramGuidance the max_sequence_length the pipeline runs with."
+            )
+
     def prepare_inputs_from_block_state(self, data, input_fields) -> list:
-        # The loops of other modular families (Wan, LTX, ...) call this; modular SDXL does not.
+        # The loops of other modular families (Wan, LTX, ...) call this; SDXL's and SD3's do not.
         raise UnsupportedFeatureError(
-            f"ProgramGuidance guides {', '.join(_SUPPORTED)}, whose denoise loop calls prepare_inputs; "
+            f"ProgramGuidance guides {', '.join(_SUPPORTED)}, whose denoise loops call prepare_inputs; "
             "this pipeline's loop is not supported."
         )
 
     def prepare_models(self, denoiser: torch.nn.Module) -> None:
-        """Repeat the denoiser's per-sample inputs (latents, timesteps) to the program's batch."""
+        """Where the loop passes per-sample inputs outside the guider (SDXL's latents and timesteps),
+        repeat them to the program's batch with a forward pre-hook on the denoiser."""
         super().prepare_models(denoiser)
+        if not self._family.hook_denoiser:
+            return
         plan = self._batch
         source, batch = plan["source"], plan["batch"]
 
