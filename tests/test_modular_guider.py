@@ -3,7 +3,9 @@
 Proved on a tiny offline modular SDXL (the components of `tiny.sdxl_components`): a one-part
 program gives the latents of the modular pipeline's own ClassifierFreeGuidance (with and without a
 negative prompt, and without CFG), and a multi-part program makes one UNet call per step holding
-the uncond and every conditioning, whose guided prediction is the program's.
+the uncond and every conditioning, whose guided prediction is the program's, and gives the latents
+of `compile(p).run(pipe)` on a `StableDiffusionXLPipeline` of the same components. Modular SD3 and
+Flux.1: `tests/test_modular_guider_families.py`.
 """
 
 from __future__ import annotations
@@ -26,11 +28,16 @@ ONE = "a castle, glasses"
 
 
 @pytest.fixture(scope="module")
-def pipe():
+def components():
+    return tiny.sdxl_components()
+
+
+@pytest.fixture(scope="module")
+def pipe(components):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipe = modular_sdxl.StableDiffusionXLAutoBlocks().init_pipeline()
-        pipe.update_components(**{k: v for k, v in tiny.sdxl_components().items() if v is not None})
+        pipe.update_components(**{k: v for k, v in components.items() if v is not None})
     return pipe
 
 
@@ -94,8 +101,28 @@ def test_multi_part_is_one_unet_call_per_step(pipe):
     assert not pipe.unet._forward_pre_hooks  # cleanup_models removed the guider's hook
 
 
+@pytest.mark.parametrize("negative", [None, "blurry"])
+def test_multi_part_equals_run_on_the_plain_pipeline(pipe, components, negative):
+    """The same components in a StableDiffusionXLPipeline: run(pipe) gives the same latents."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from neutral_lang import compile
+
+    kwargs = {} if negative is None else {"negative_prompt": negative}
+    program = "a castle AND glasses :0.5 AND_PERP dog :-0.3"
+    got = latents(pipe, ProgramGuidance(prompt=program, guidance_scale=5.0).bind(pipe), **kwargs)
+    plain = StableDiffusionXLPipeline(**components)
+    plain.set_progress_bar_config(disable=True)
+    expected = compile(program).run(
+        plain, guidance_scale=5.0, num_inference_steps=STEPS, height=32, width=32, output_type="latent",
+        generator=torch.Generator().manual_seed(0), **kwargs,
+    ).images
+    assert (got - expected).abs().max().item() <= 1e-5
+
+
 def test_bind_refuses_other_pipelines():
     from neutral_lang.backends.diffusers.tiny import sd_pipeline
 
-    with pytest.raises(UnsupportedPipelineError, match="StableDiffusionXLModularPipeline"):
+    supported = "StableDiffusionXLModularPipeline, StableDiffusion3ModularPipeline"
+    with pytest.raises(UnsupportedPipelineError, match=supported):
         ProgramGuidance(prompt=ONE).bind(sd_pipeline())

@@ -113,8 +113,19 @@ def test_multi_part_is_one_transformer_call_per_step_and_equals_run(pipe, compon
         plain_pipe, negative_prompt="blurry", guidance_scale=5.0, output_type="latent", generator=seed(), **SIZE
     ).images
     assert (got - expected).abs().max().item() <= 1e-5
-    one_part = latents(pipe, ProgramGuidance(prompt="a castle", guidance_scale=5.0).bind(pipe), negative_prompt="blurry")
+    single = ProgramGuidance(prompt="a castle", guidance_scale=5.0).bind(pipe)
+    one_part = latents(pipe, single, negative_prompt="blurry")
     assert (got - one_part).abs().max().item() > 1e-3  # the other parts changed the image
+
+
+def test_disabled_guider_is_the_program_without_cfg(pipe):
+    """``enabled=False`` (which modular SD3's loop leaves alone) means ``u + full(root)``."""
+    disabled = latents(pipe, ProgramGuidance(prompt=MULTI, guidance_scale=5.0, enabled=False).bind(pipe),
+                       negative_prompt="blurry")
+    unit = latents(pipe, ProgramGuidance(prompt=MULTI, guidance_scale=1.0).bind(pipe), negative_prompt="blurry")
+    cfg = latents(pipe, ProgramGuidance(prompt=MULTI, guidance_scale=5.0).bind(pipe), negative_prompt="blurry")
+    assert (disabled - unit).abs().max().item() <= 1e-6
+    assert (disabled - cfg).abs().max().item() > 1e-3
 
 
 def test_multi_part_without_a_negative_prompt_is_refused_before_the_transformer_runs(pipe):
