@@ -29,7 +29,8 @@ The families (:data:`FAMILIES`), each tested against its modular pipeline's stoc
 - ``StableDiffusionXLModularPipeline``: the loop passes the text as ``prompt_embeds`` and
   ``text_embeds`` (pooled) and the latents outside the guider, so ``prepare_models`` hooks the
   UNet to repeat them to the program's batch. Its text block makes the uncond (zeros without a
-  negative prompt) whenever ``num_conditions > 1``.
+  negative prompt) whenever ``num_conditions > 1``. Its loop calls ``guider.enable()`` at every
+  run (``disable()`` for an LCM UNet), so ``enabled=False`` has no effect there.
 - ``StableDiffusion3ModularPipeline`` (txt2img, img2img): the loop passes ``hidden_states``
   (latents), ``encoder_hidden_states`` and ``text_embeds`` (pooled) through the guider, and makes
   an uncond *only* when ``negative_prompt`` is given; without one its stock guider's prediction is
