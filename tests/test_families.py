@@ -456,17 +456,43 @@ def test_lora_scale_reaches_the_transformer_and_the_text_encoders(name):
     assert (results[0] - results[1]).abs().max() > 1e-3  # the scale matters
 
 
-@pytest.mark.parametrize("name", ["pixart", "auraflow"])
-def test_one_part_programs_run_these_pipelines_unhooked(pipes, name):
-    # direct_inputs: the pipeline's own [u, c] step on the program's embeddings, no hook at all
+@pytest.mark.parametrize(
+    "name, extra, rows",
+    [
+        ("pixart", {}, [2] * STEPS),
+        ("auraflow", {}, [2] * STEPS),
+        ("sd3", {}, [2] * STEPS),
+        ("flux", {}, [1] * STEPS),  # distilled: no uncond branch
+        ("flux", {"negative_prompt": "blurry", "true_cfg_scale": 3.0}, [1, 1] * STEPS),  # true CFG: per branch
+    ],
+)
+def test_one_part_programs_run_these_pipelines_unhooked(pipes, name, extra, rows):
+    # direct_inputs: the pipeline's own guidance step on the program's embeddings, no hook at all
     pipe = pipes[name]
     seen = []
     probe = pipe.transformer.register_forward_pre_hook(lambda m, a, k: seen.append(len(m._forward_pre_hooks)),
                                                        with_kwargs=True)
     try:
         with DenoiserCalls(pipe) as calls:
-            ours(pipe, name, ONE)
+            got = ours(pipe, name, ONE, **extra)
     finally:
         probe.remove()
-    assert [c["rows"] for c in calls.calls] == [2] * STEPS
-    assert seen == [1] * STEPS  # only the probe itself
+    assert [c["rows"] for c in calls.calls] == rows
+    assert seen == [1] * len(rows)  # only the probe itself
+    assert_identity(got, plain(pipe, name, ONE, **extra))
+
+
+@pytest.mark.parametrize("name", ["sd3", "flux"])
+def test_two_images_per_prompt_use_the_hooks_where_given_embeddings_are_not_repeated(pipes, name):
+    # SD3 and Flux do not repeat given prompt_embeds per image: the direct path would hand the
+    # pipeline one row per prompt for two images, so the run goes through the hooks instead
+    pipe = pipes[name]
+    seen = []
+    probe = pipe.transformer.register_forward_pre_hook(lambda m, a, k: seen.append(len(m._forward_pre_hooks)),
+                                                       with_kwargs=True)
+    try:
+        got = ours(pipe, name, ONE, num_images_per_prompt=2)
+    finally:
+        probe.remove()
+    assert seen and all(count > 1 for count in seen)  # our pre-hook ran beside the probe
+    assert_identity(got, plain(pipe, name, ONE, num_images_per_prompt=2))

@@ -68,7 +68,12 @@ pipeline wins, so register specific families before general ones):
     Optional (default None). The embedding arguments that make the pipeline's own step compute a
     program of one conditioning per prompt exactly (``cond``, ``uncond``: ``Conditioning``
     batches, one row per prompt, of one length): the runner then calls the pipeline with them and
-    places no hook at all (no per-step cost). None: always use the hooks.
+    places no hook at all (no per-step cost). None: always use the hooks. For a ``"per_branch"``
+    family the runner drops the ``negative_*`` entries when CFG does not run, as it does for the
+    hooks.
+``repeats_given_embeddings``
+    Whether the pipeline repeats given ``prompt_embeds`` for ``num_images_per_prompt`` (SD, SDXL,
+    PixArt: True; SD3 and Flux: False, so their direct path is taken for one image per prompt only).
 ``prompt_inputs``
     Call arguments that name the prompt and so contradict the program (refused with ``TypeError``).
 ``set_text(kwargs, hidden, pooled, mask)``
@@ -199,6 +204,7 @@ class FamilyAdapter:
     residual_inputs: tuple[str, ...] = ()
     cfg_batching: str = "joint"
     supports_mask: bool = False
+    repeats_given_embeddings: bool = True
     prompt_inputs: tuple[str, ...] = ("prompt", "prompt_embeds", "negative_prompt_embeds")
 
     def pipeline_classes(self) -> tuple[type, ...]:

@@ -140,8 +140,7 @@ def run(
         guidance.encode_variants(int(steps))  # the loop's real length is checked at its first call
         inputs = family.pipeline_inputs(guidance.carrier())
         if guidance.branches and not guidance.cfg_scale > 1:
-            # a per-branch pipeline runs its uncond branch whenever it has negative embeddings
-            inputs = {name: value for name, value in inputs.items() if not name.startswith("negative_")}
+            inputs = _without_negatives(inputs)
         kwargs.update(inputs)
         handles = []
         try:
@@ -194,6 +193,12 @@ def _call_default(pipe, name: str, fallback):
     """``adapters._call_default``, with ``fallback`` also for a parameter whose default is None."""
     value = _default_of(pipe, name, fallback)
     return fallback if value is None else value
+
+
+def _without_negatives(inputs: dict) -> dict:
+    """``inputs`` less the negative embeddings: a per-branch pipeline (Flux) runs its uncond
+    branch whenever it is given them, so they go only to a call that runs CFG."""
+    return {name: value for name, value in inputs.items() if not name.startswith("negative_")}
 
 
 def _is_identity(program) -> bool:
@@ -384,6 +389,8 @@ class _Guidance:
         (``direct_inputs``). None otherwise."""
         if not self.identity or self.rescale:
             return None
+        if self.per_prompt > 1 and not self.family.repeats_given_embeddings:
+            return None
         if any("[" in text for text in (*self.prompts, *self.negatives)):
             return None
         ir = self.program.ir
@@ -394,7 +401,10 @@ class _Guidance:
         unconds = [self.encoder.zeros() if self.zero_uncond else self.encode_negative(n) for n in self.negatives]
         if len({r.hidden.shape[0] for r in (*conds, *unconds)}) != 1:
             return None
-        return self.family.direct_inputs(_stack(conds), _stack(unconds))
+        inputs = self.family.direct_inputs(_stack(conds), _stack(unconds))
+        if inputs is not None and self.branches and not self.cfg_scale > 1:
+            inputs = _without_negatives(inputs)
+        return inputs
 
     # -- steps ------------------------------------------------------------------------------
 

@@ -34,7 +34,13 @@ def refuse_prompt_callbacks(kwargs: dict, names: set[str]) -> None:
 class JointTransformerAdapter(FamilyAdapter):
     """What SD3 and Flux share: a transformer denoiser taking ``encoder_hidden_states`` and
     ``pooled_projections``, the LoRA scale in ``joint_attention_kwargs``, and pooled prompt
-    embeddings beside the per-token ones. Not registered: a base for the two families."""
+    embeddings beside the per-token ones. Not registered: a base for the two families.
+
+    Given embeddings, their ``encode_prompt`` does not repeat them per image
+    (``repeats_given_embeddings = False``), so the runner takes the direct path only for one
+    image per prompt."""
+
+    repeats_given_embeddings = False
 
     def denoiser(self, pipe: Any) -> Any:
         return pipe.transformer
@@ -44,11 +50,14 @@ class JointTransformerAdapter(FamilyAdapter):
         return None if scale is None else float(scale)
 
     def pipeline_inputs(self, carrier: Any) -> dict:
+        return self.direct_inputs(carrier, carrier)
+
+    def direct_inputs(self, cond: Any, uncond: Any) -> dict:
         return {
-            "prompt_embeds": carrier.hidden,
-            "negative_prompt_embeds": carrier.hidden,
-            "pooled_prompt_embeds": carrier.pooled,
-            "negative_pooled_prompt_embeds": carrier.pooled,
+            "prompt_embeds": cond.hidden,
+            "negative_prompt_embeds": uncond.hidden,
+            "pooled_prompt_embeds": cond.pooled,
+            "negative_pooled_prompt_embeds": uncond.pooled,
         }
 
     def set_text(self, kwargs: dict, hidden: Any, pooled: Any, mask: Any) -> None:
@@ -94,7 +103,3 @@ class StableDiffusion3Adapter(JointTransformerAdapter):
 
         length = options.max_sequence_length or _call_default(pipe, "max_sequence_length", 256)
         return SD3TextEncoder(pipe, options, length)
-
-    # No direct_inputs: given embeddings, SD3's encode_prompt does not repeat them for
-    # num_images_per_prompt, so a one-part program goes through the hooks (which keep the
-    # pipeline's own CFG step).
