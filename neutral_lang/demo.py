@@ -70,8 +70,9 @@ TOY = (
     ),
     Comparison(
         "weights", "weights",
-        "The weight of an AND part, from 0 to 1 (the seed's XYZ study). On this small model the "
-        "added part shows as a blue tint from about 0.25, not as a second object (docs/toy.md).",
+        "The weight of an AND part, from 0 to 1 (the seed's XYZ study). On the toy model the red "
+        "circle takes a colour neither prompt names (green) from about 0.25 and gives way to a small "
+        "green shape by 1: composition in its latent space, not a second object (docs/toy.md).",
         tuple((f":{w}", f"a red circle on the left AND a blue square on the right :{w}")
               for w in ("0", "0.25", "0.5", "0.75", "1")),
     ),

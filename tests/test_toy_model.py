@@ -57,8 +57,10 @@ def test_captions_come_out_in_their_colour_and_shape(pipe):
                   num_inference_steps=FAST.steps, guidance_scale=FAST.guidance_scale).images
     found = [evaluate.detect(np.asarray(image)) for image in images]
     colours = sum(evaluate.has(f, colour=t.colour) for f, t in zip(found, things))
-    # measured over 50 held-out captions (docs/toy.md): colour 54%, shape 32%; chance is 25%, 33%
-    assert all(found) and colours >= 1, (captions, found)
+    both = sum(evaluate.has(f, colour=t.colour, shape=t.shape) for f, t in zip(found, things))
+    # measured over 50 held-out captions (docs/toy.md): colour 94%, shape 80%; chance is 25%, 33%
+    # (these four: 4 of 4 each; positions are not learnt and not asked for)
+    assert all(found) and colours >= 3 and both >= 2, (captions, found)
 
 
 def _figure(pipe, name: str, trace=None):
@@ -80,7 +82,18 @@ def test_and_perp_keeps_the_subject_a_negative_and_destroys(pipe):
     panels = _figure(pipe, "AND_PERP")
     # the largest object's colour: a negative AND leaves a yellow fringe around a blue disc
     yellow = {label: sum(_largest_colour(i) == "yellow" for i in images) for label, images in panels.items()}
-    assert yellow["AND_PERP"] >= 2 and yellow["negative AND"] <= yellow["AND_PERP"] - 2, yellow
+    # measured on these seeds: AND_PERP 4 of 4 yellow, the negative AND 1 of 4
+    assert yellow["AND_PERP"] >= 3 and yellow["negative AND"] <= yellow["AND_PERP"] - 2, yellow
+
+
+def test_a_positive_and_perp_part_moves_the_image_towards_it(pipe):
+    # what AND_PERP adds has the part's sign: at +2 the orthogonal share of "a blue shape" recolours
+    # the red circles (to green, on this model: red and blue directions add up to green); a flipped
+    # sign would leave them red. Measured on these seeds: base 3 of 4 red, AND_PERP :2 0 of 4 red.
+    base = [_largest_colour(i) for i in experiments.generate(pipe, "a red circle", SEEDS, DEMO)]
+    pushed = [_largest_colour(i) for i in
+              experiments.generate(pipe, "a red circle AND_PERP a blue shape :2", SEEDS, DEMO)]
+    assert base.count("red") >= 2 and pushed.count("red") <= 1, (base, pushed)
 
 
 def test_and_topk_changes_fewer_pixels_than_and_at_the_same_weight(pipe):

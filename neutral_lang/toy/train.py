@@ -1,4 +1,4 @@
-"""Train the toy model from scratch: ``python -m neutral_lang.toy.train --minutes 45 --out DIR``.
+"""Train the toy model from scratch: ``python -m neutral_lang.toy.train --minutes 56 --out DIR``.
 
 Three phases, all seeded (``--seed``), logged to stdout and ``DIR/train.log``:
 
@@ -215,7 +215,7 @@ def train(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m neutral_lang.toy.train", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="folder for the pipeline, train.log and training.json")
-    parser.add_argument("--minutes", type=float, default=50.0, help="total time budget (default: 50)")
+    parser.add_argument("--minutes", type=float, default=56.0, help="total time budget (default: 56)")
     parser.add_argument("--vae-minutes", type=float, default=6.0, help="of which the VAE phase (default: 6)")
     parser.add_argument("--save-every", type=float, default=10.0, help="minutes between checkpoints (default: 10)")
     parser.add_argument("--scenes", type=int, default=6000, help="training scenes (default: 6000)")
