@@ -141,3 +141,18 @@ def test_max_batch_splits_the_batch_with_the_same_result(sd_control, max_batch):
     assert (split - whole).abs().max() <= 1e-4
     with pytest.raises(ValueError, match="max_batch"):
         nl.compile("a castle").run(sd_control, image=control_image(), max_batch=0)
+
+
+def test_model_cpu_offload_gives_the_images_of_the_pipeline_without_it():
+    # accelerate's offload hooks wrap each model's forward on the instance; device="cpu" lets them
+    # run here (no accelerator): the program's hooks and encodings must work through them
+    kw = dict(num_inference_steps=3, output_type="latent", height=32, width=32, guidance_scale=5.0)
+    three = "a castle AND glasses :0.5 AND_PERP dog :-0.3"
+    expected = nl.compile(three).run(tiny.sd_pipeline(), generator=seed(), **kw).images
+    pipe = tiny.sd_pipeline()
+    pipe.enable_model_cpu_offload(device="cpu")
+    assert hasattr(pipe.unet, "_hf_hook")  # the offload is really on
+    plain = pipe("a castle", generator=seed(), **kw).images
+    assert torch.equal(nl.compile("a castle").run(pipe, generator=seed(), **kw).images, plain)
+    assert torch.equal(nl.compile(three).run(pipe, generator=seed(), **kw).images, expected)
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in pipe.unet.modules()) == 0
