@@ -31,8 +31,10 @@ pipeline wins, so register specific families before general ones):
     pipeline computed for its own batch (``residual_inputs``).
 ``residual_inputs``
     Names of the denoiser's inputs that carry a side module's outputs
-    (``down_block_additional_residuals``, ``mid_block_additional_residual``), in the order the
-    side module returns them.
+    (``down_block_additional_residuals``, ``mid_block_additional_residual``; SD3's
+    ``block_controlnet_hidden_states``; Flux's ``controlnet_block_samples``,
+    ``controlnet_single_block_samples``), in the order the side module returns them. Under
+    per-branch CFG each branch's call gets its rows' residuals.
 ``sample_input``
     The name of the denoiser's noisy-latents input (``"sample"``, ``"hidden_states"``): its batch
     size tells the runner which rows the pipeline sent.
@@ -80,6 +82,10 @@ pipeline wins, so register specific families before general ones):
     Put the step's text inputs into the denoiser's (or a side module's) bound arguments, in place:
     ``hidden [rows, L, D]``, ``pooled [rows, D_pooled]`` or None, ``mask [rows, L]`` (True: attend)
     or None.
+``side_text(pipe, module, kwargs, hidden, pooled, mask)``
+    ``set_text`` for a side module (default: ``set_text``): a family whose ControlNets read
+    the text differently overrides it (an SD3 ControlNet without a text input, or one that reads
+    zeros for the pooled projection, keeps what the pipeline gave it, gathered per row).
 ``supports_mask``
     Whether the denoiser takes an ``encoder_attention_mask`` for rows of different text lengths; if
     not, the runner pads by repetition only (A1111's ``stack_conds``) and never masks.
@@ -244,6 +250,9 @@ class FamilyAdapter:
 
     def set_text(self, kwargs: dict, hidden: Any, pooled: Any, mask: Any) -> None:
         raise NotImplementedError
+
+    def side_text(self, pipe: Any, module: Any, kwargs: dict, hidden: Any, pooled: Any, mask: Any) -> None:
+        self.set_text(kwargs, hidden, pooled, mask)
 
     def unwrap(self, output: Any) -> Any:
         return output[0] if isinstance(output, tuple) else output.sample

@@ -21,6 +21,16 @@ the program's scale is ``true_cfg_scale`` and the composition is the one of ever
 Text: ``encoder_hidden_states`` is T5's sequence (``max_sequence_length`` tokens, 512 by
 default; emphasis as in :mod:`.t5_encoding`), ``pooled_projections`` CLIP's pooled output.
 ``txt_ids`` depends only on the sequence length, which every text shares.
+
+ControlNet (``FluxControlNet{,Img2Img,Inpaint}Pipeline``; a ``FluxControlNetModel``, union
+models with ``control_mode`` included, or a ``FluxMultiControlNetModel``) is a side module: the
+pipeline calls it once per step, before the cond call, with the prompt's text, and hands its
+``controlnet_block_samples`` / ``controlnet_single_block_samples`` to the transformer -- to both
+calls under true CFG. Under a program it runs once per step on every conditioning row (and, when
+CFG does not run, on the uncond rows a multi-part program needs), each row with its own text,
+and the transformer reads each row's residuals. Under true CFG the uncond call reuses, for each
+item, the residuals of that item's first conditioning, as the pipeline reuses the prompt's: a
+one-part prompt is then the plain pipeline exactly.
 """
 
 from __future__ import annotations
@@ -38,8 +48,16 @@ class FluxAdapter(JointTransformerAdapter):
     """Flux.1: true CFG per branch, or the distilled prediction alone."""
 
     name = "Flux.1"
-    pipelines = ("FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline")
+    pipelines = (
+        "FluxPipeline",
+        "FluxImg2ImgPipeline",
+        "FluxInpaintPipeline",
+        "FluxControlNetPipeline",
+        "FluxControlNetImg2ImgPipeline",
+        "FluxControlNetInpaintPipeline",
+    )
     sample_input = "hidden_states"
+    residual_inputs = ("controlnet_block_samples", "controlnet_single_block_samples")
     cfg_batching = "per_branch"
     supports_mask = False
     prompt_inputs = (

@@ -238,6 +238,8 @@ def _tensors(output) -> list[torch.Tensor]:
     """The tensors of a module output (a tensor, a tuple/list of tensors or lists, a BaseOutput)."""
     if isinstance(output, torch.Tensor):
         return [output]
+    if output is None:  # a Flux ControlNet without single blocks returns None for their samples
+        return []
     if isinstance(output, dict):  # diffusers' BaseOutput is an OrderedDict
         output = tuple(output.values())
     found = []
@@ -253,6 +255,8 @@ def _rebuild(output, tensors: list[torch.Tensor]):
     def walk(value):
         if isinstance(value, torch.Tensor):
             return next(it)
+        if value is None:
+            return None
         if isinstance(value, dict):
             return type(value)(**{k: walk(v) for k, v in value.items()})
         return type(value)(walk(v) for v in value)
@@ -441,19 +445,21 @@ class _Guidance:
         self.step = _Step(index, plan, cfg)
         return self.step
 
-    def _expand(self, signature, args, kwargs, side: bool = False):
+    def _expand(self, signature, args, kwargs, side: Any = None):
         """The call's bound arguments for the step's expanded batch: ``(step, arguments, n_in,
         guess, text)``, ``text`` being the ``(hidden, pooled, mask)`` rows it was given.
 
         A side module called with the cond half alone under CFG (ControlNet's guess mode) gets the
-        cond rows only; its residuals for the uncond rows are zeros, as in the pipeline.
+        cond rows only; its residuals for the uncond rows are zeros, as in the pipeline (per-branch
+        CFG: the item's first conditioning's, see ``after_side``). ``side``: the side module
+        called, None for the denoiser.
         """
         bound = signature.bind(*args, **kwargs).arguments
         sample = bound[self.family.sample_input]
         n_in = sample.shape[0]
         step = self._begin(n_in, sample)
         plan = step.plan
-        guess = side and step.cfg and n_in == self.batch
+        guess = side is not None and step.cfg and n_in == self.batch
         rows = slice(plan.n_uncond, None) if guess else None
         if self.branches and step.cfg:
             # CFG per branch (the cond call first): the cond call evaluates the conditionings,
@@ -473,7 +479,10 @@ class _Guidance:
         else:
             new = {name: _rows(value, n_in, source) for name, value in bound.items()}
         takes_mask = "encoder_attention_mask" in signature.parameters
-        self.family.set_text(new, hidden, pooled, mask if takes_mask else None)
+        if side is None:
+            self.family.set_text(new, hidden, pooled, mask if takes_mask else None)
+        else:
+            self.family.side_text(self.pipe, side, new, hidden, pooled, mask if takes_mask else None)
         return step, new, n_in, guess, (hidden, pooled, None if takes_mask else mask)
 
     def _chunks(self, kwargs: dict, text, n_uncond: int) -> list[dict]:
@@ -509,7 +518,7 @@ class _Guidance:
         """A ControlNet's pre-hook: the step's expanded batch (guess mode: the cond rows only)."""
         if not self._mine():
             return None
-        step, new, n_in, guess, text = self._expand(self.side_signatures[id(module)], args, kwargs, side=True)
+        step, new, n_in, guess, text = self._expand(self.side_signatures[id(module)], args, kwargs, side=module)
         chunks = self._chunks(new, text, 0 if guess else step.plan.n_uncond)
         step.rest = chunks[1:]
         step.side_in = (n_in, guess)
@@ -524,7 +533,11 @@ class _Guidance:
         parts = [_tensors(o) for o in outputs]
         tensors = [torch.cat(ts) for ts in zip(*parts)] if len(parts) > 1 else parts[0]
         n_in, guess = step.side_in
-        if guess and step.plan.n_uncond:
+        if guess and step.plan.n_uncond and self.branches:
+            # Flux's true CFG runs the ControlNet once, on the prompt, and gives both branches its
+            # residuals: each item's uncond row reuses those of the item's first conditioning.
+            tensors = [torch.cat([t.index_select(0, self._first_conds(step.plan)), t]) for t in tensors]
+        elif guess and step.plan.n_uncond:
             tensors = [torch.cat([t.new_zeros((step.plan.n_uncond, *t.shape[1:])), t]) for t in tensors]
         step.residuals = tensors
         # The pipeline passes these on to the denoiser, whose pre-hook puts the expanded ones back.
@@ -536,6 +549,9 @@ class _Guidance:
         step, new, n_in, _, text = self._expand(self.denoiser_signature, args, kwargs)
         if step.residuals is not None:
             residuals = iter(step.residuals)
+            if self.branches and step.cfg:  # this branch's rows: the uncond call comes second
+                rows = slice(0, step.plan.n_uncond) if self.cond_branch is not None else slice(step.plan.n_uncond, None)
+                residuals = iter([t[rows] for t in step.residuals])
             for name in self.family.residual_inputs:
                 value = new.get(name)
                 if isinstance(value, (list, tuple)):
@@ -601,6 +617,13 @@ class _Guidance:
         if step.doubled:
             guided = torch.cat([guided, guided])
         return self.family.rewrap(output, guided)
+
+    def _first_conds(self, plan: _Plan) -> torch.Tensor:
+        """``[B]``: for each item, the index (among the cond rows) of its first conditioning."""
+        items = plan.source[False][plan.n_uncond :].tolist()
+        if any(b not in items for b in range(self.batch)):
+            raise RuntimeError("An item of this program has no conditioning for the ControlNet to read.")
+        return torch.tensor([items.index(b) for b in range(self.batch)], device=plan.source[False].device)
 
     # -- the batch --------------------------------------------------------------------------
 

@@ -6,6 +6,16 @@ The text reaches the transformer as ``encoder_hidden_states`` (CLIP hidden state
 sequence, see :class:`.t5_encoding.SD3TextEncoder`) and ``pooled_projections`` (the two CLIP
 projections). The transformer takes no text attention mask.
 
+ControlNet (``StableDiffusion3ControlNetPipeline``, ``StableDiffusion3ControlNetInpaintingPipeline``;
+an ``SD3ControlNetModel`` or ``SD3MultiControlNetModel``) is a side module: the pipeline calls it
+once per step on the transformer's batch, and its block samples reach the transformer as
+``block_controlnet_hidden_states``, one residual per sample. It sees the program's expanded batch
+with each row's text, as the transformer does, except where the pipeline gives it no text: a
+ControlNet with ``force_zeros_for_pooled_projection`` (InstantX), and every ControlNet of the
+inpainting pipeline, reads zeros as its pooled projection, and one without ``joint_attention_dim`` (the SD3.5 ControlNets) reads no
+``encoder_hidden_states``; those inputs stay as the pipeline made them, gathered per row.
+``controlnet_pooled_projections`` (a pooled text input for the ControlNet alone) is refused.
+
 Refused before any work: skip-layer guidance (``skip_guidance_layers``: a third transformer call
 per step on the cond batch alone, which the program's one batch cannot stand in for), and a
 ``callback_on_step_end`` that asks for the prompt embeddings (placeholders under a program).
@@ -15,9 +25,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .adapters import FamilyAdapter, TextOptions, UnsupportedFeatureError, _call_default, register
+from .adapters import FamilyAdapter, TextOptions, UnsupportedFeatureError, _call_default, register, unwrap_module
 
 __all__ = ["JointTransformerAdapter", "StableDiffusion3Adapter", "refuse_prompt_callbacks"]
+
+
+def _controlnet(pipe: Any) -> tuple[Any, ...]:
+    """``(pipe.controlnet,)`` where the pipeline has one, else ``()``."""
+    controlnet = getattr(pipe, "controlnet", None)
+    return () if controlnet is None else (controlnet,)
 
 
 def refuse_prompt_callbacks(kwargs: dict, names: set[str]) -> None:
@@ -44,6 +60,9 @@ class JointTransformerAdapter(FamilyAdapter):
 
     def denoiser(self, pipe: Any) -> Any:
         return pipe.transformer
+
+    def side_modules(self, pipe: Any) -> tuple[Any, ...]:
+        return _controlnet(pipe)
 
     def lora_scale(self, kwargs: dict) -> float | None:
         scale = (kwargs.get("joint_attention_kwargs") or {}).get("scale")
@@ -74,8 +93,11 @@ class StableDiffusion3Adapter(JointTransformerAdapter):
         "StableDiffusion3Pipeline",
         "StableDiffusion3Img2ImgPipeline",
         "StableDiffusion3InpaintPipeline",
+        "StableDiffusion3ControlNetPipeline",
+        "StableDiffusion3ControlNetInpaintingPipeline",
     )
     sample_input = "hidden_states"
+    residual_inputs = ("block_controlnet_hidden_states",)
     supports_mask = False
     prompt_inputs = (
         "prompt",
@@ -95,8 +117,28 @@ class StableDiffusion3Adapter(JointTransformerAdapter):
                 "skip_guidance_layers (skip-layer guidance) adds a third transformer call per step that "
                 "a compiled program cannot stand in for; leave it unset (None)."
             )
+        if kwargs.get("controlnet_pooled_projections") is not None:
+            raise UnsupportedFeatureError(
+                "controlnet_pooled_projections replaces the ControlNet's pooled text embedding for "
+                "every row; under a compiled program each row reads its own conditioning's. Leave it "
+                "unset (None)."
+            )
         refuse_prompt_callbacks(kwargs, {"prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
                                          "negative_pooled_prompt_embeds"})
+
+    def side_text(self, pipe: Any, module: Any, kwargs: dict, hidden: Any, pooled: Any, mask: Any) -> None:
+        """As the pipeline: a ControlNet given no text (SD3.5's: ``encoder_hidden_states=None``)
+        keeps none, and one the pipeline gives zeros as its pooled projection keeps them: a
+        ControlNet with ``force_zeros_for_pooled_projection`` (InstantX), and every ControlNet of
+        ``StableDiffusion3ControlNetInpaintingPipeline``."""
+        from diffusers import StableDiffusion3ControlNetInpaintingPipeline as Inpainting
+
+        module = unwrap_module(module)
+        config = (module.nets[0] if hasattr(module, "nets") else module).config
+        if kwargs.get("encoder_hidden_states") is not None:
+            kwargs["encoder_hidden_states"] = hidden
+        if not (isinstance(pipe, Inpainting) or getattr(config, "force_zeros_for_pooled_projection", False)):
+            kwargs["pooled_projections"] = pooled
 
     def text_encoder(self, pipe: Any, options: TextOptions) -> Any:
         from .t5_encoding import SD3TextEncoder

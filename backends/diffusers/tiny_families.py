@@ -48,6 +48,8 @@ __all__ = [
     "sd3_pipeline",
     "load_sd3_ip_adapter",
     "load_flux_ip_adapter",
+    "sd3_controlnet",
+    "flux_controlnet",
     "flux_components",
     "flux_pipeline",
     "pixart_sigma_components",
@@ -99,11 +101,12 @@ def _flow_scheduler(**config) -> FlowMatchEulerDiscreteScheduler:
     return FlowMatchEulerDiscreteScheduler(**config)
 
 
-def sd3_components(*, seed: int = 0, t5: bool = True) -> dict:
+def sd3_components(*, seed: int = 0, t5: bool = True, layers: int = 1) -> dict:
     """Components for `StableDiffusion3Pipeline`: two CLIP encoders with projections and a T5.
 
     `t5=False` leaves `text_encoder_3`/`tokenizer_3` out, as SD3 users do to save memory (the
-    pipeline then uses zeros for T5's part of the sequence). The CLIP hidden states (2 x 32 wide)
+    pipeline then uses zeros for T5's part of the sequence). `layers`: the transformer's blocks
+    (the last one reads no ControlNet residual, so a ControlNet needs 2). The CLIP hidden states (2 x 32 wide)
     are padded to the joint attention width 64, which is T5's `d_model` here. 16 latent channels,
     as SD3's VAE has (`StableDiffusion3InpaintPipeline` insists on them).
     """
@@ -113,7 +116,7 @@ def sd3_components(*, seed: int = 0, t5: bool = True) -> dict:
         sample_size=IMAGE_SIZE // 2,
         patch_size=1,
         in_channels=16,
-        num_layers=1,
+        num_layers=layers,
         attention_head_dim=8,
         num_attention_heads=4,
         caption_projection_dim=32,
@@ -366,3 +369,55 @@ def load_flux_ip_adapter(pipe: FluxPipeline, *, seed: int = 3) -> FluxPipeline:
         {"image_proj": image_proj, "ip_adapter": attention}, weight_name="ip_adapter.bin", low_cpu_mem_usage=False
     )
     return pipe
+
+
+def _model_config(model) -> dict:
+    return {k: v for k, v in model.config.items() if not k.startswith("_")}
+
+
+def sd3_controlnet(
+    transformer: SD3Transformer2DModel,
+    *,
+    seed: int = 1,
+    text: bool = True,
+    zero_pooled: bool = False,
+    extra_conditioning_channels: int = 0,
+):
+    """A tiny random ``SD3ControlNetModel`` (one block) for ``transformer`` (built with
+    ``sd3_components(layers=2)``: the transformer's last block reads no residual).
+
+    ``text=False`` is an SD3.5 ControlNet (no ``joint_attention_dim``: the pipeline gives it no
+    ``encoder_hidden_states``); ``zero_pooled=True`` an InstantX one
+    (``force_zeros_for_pooled_projection``: it reads zeros as its pooled projection);
+    ``extra_conditioning_channels=1`` the inpainting one (control latents and mask). Parameters
+    that start at zero get small random values, so that its residuals matter.
+    """
+    from diffusers import SD3ControlNetModel
+
+    from .tiny import _randomize_zeros
+
+    torch.manual_seed(seed)
+    config = {
+        **_model_config(transformer),
+        "num_layers": 1,
+        "force_zeros_for_pooled_projection": zero_pooled,
+        "extra_conditioning_channels": extra_conditioning_channels,
+    }
+    if not text:
+        config["joint_attention_dim"] = None
+    return _randomize_zeros(SD3ControlNetModel(**config), seed).eval()
+
+
+def flux_controlnet(transformer: FluxTransformer2DModel, *, seed: int = 1, num_mode: int | None = None):
+    """A tiny random ``FluxControlNetModel`` (one double and one single block) for ``transformer``;
+    ``num_mode`` makes it a union ControlNet (the pipeline's ``control_mode`` picks one of them).
+    Parameters that start at zero get small random values, so that its residuals matter."""
+    from diffusers import FluxControlNetModel
+
+    from .tiny import _randomize_zeros
+
+    torch.manual_seed(seed)
+    config = _model_config(transformer)
+    config.pop("out_channels", None)
+    net = FluxControlNetModel(**{**config, "num_layers": 1, "num_single_layers": 1, "num_mode": num_mode})
+    return _randomize_zeros(net, seed).eval()
