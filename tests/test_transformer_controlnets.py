@@ -82,13 +82,19 @@ CASES = {
     "sd3-two-images": (_sd3, {"control_image": image(), "num_images_per_prompt": 2}),
     "sd3.5-no-text": (lambda: _sd3(text=False), {"control_image": image()}),
     "sd3-instantx-zero-pooled": (lambda: _sd3(zero_pooled=True), {"control_image": image()}),
-    "sd3-multi": (_sd3_multi, {"control_image": [image(), image(4)], "controlnet_conditioning_scale": [1.0, 0.5]}),
+    "sd3-multi": (
+        _sd3_multi,
+        {"control_image": [image(), image(4)], "controlnet_conditioning_scale": [1.0, 0.5]},
+    ),
     "sd3-inpaint": (
         lambda: _sd3(StableDiffusion3ControlNetInpaintingPipeline, extra_conditioning_channels=1),
         {"control_image": image(), "control_mask": mask()},
     ),
     "flux": (_flux, {"control_image": image(), **SIZE}),
-    "flux-true-cfg": (_flux, {"control_image": image(), "negative_prompt": "blurry", "true_cfg_scale": 3.0, **SIZE}),
+    "flux-true-cfg": (
+        _flux,
+        {"control_image": image(), "negative_prompt": "blurry", "true_cfg_scale": 3.0, **SIZE},
+    ),
     "flux-union": (lambda: _flux(num_mode=4), {"control_image": image(), "control_mode": 2, **SIZE}),
     "flux-multi": (
         lambda: _flux(multi=True),
@@ -128,6 +134,9 @@ def test_one_part_prompt_equals_the_plain_pipeline(case):
     off = latents(pipe, "a castle", **{**kwargs, "controlnet_conditioning_scale": scale})
     assert (off - expected).abs().max() > 1e-2
     assert hooks_on(pipe.transformer) == hooks_on(pipe.controlnet) == 0
+    if "control_mode" in kwargs:  # the union ControlNet's mode matters too
+        other = latents(pipe, "a castle", **{**kwargs, "control_mode": 0})
+        assert (other - expected).abs().max() > 1e-3
 
 
 class TextCalls(Hooks):
@@ -140,8 +149,14 @@ class TextCalls(Hooks):
         self.hidden: list[torch.Tensor] = []
         self.pooled: list[torch.Tensor] = []
         if module.context_embedder is not None:
-            self.add(module.context_embedder.register_forward_pre_hook(lambda m, a: self.hidden.append(a[0].clone())))
-        self.add(module.time_text_embed.register_forward_pre_hook(lambda m, a: self.pooled.append(a[-1].clone())))
+            self.add(module.context_embedder.register_forward_pre_hook(self._hidden))
+        self.add(module.time_text_embed.register_forward_pre_hook(self._pooled))
+
+    def _hidden(self, module, args):
+        self.hidden.append(args[0].clone())
+
+    def _pooled(self, module, args):
+        self.pooled.append(args[-1].clone())
 
 
 def _distinct_rows(t: torch.Tensor) -> int:
@@ -197,6 +212,29 @@ def test_flux_true_cfg_controlnet_runs_once_on_the_conditionings(flux_control):
         cond_call, uncond_call = denoiser.hidden[2 * step], denoiser.hidden[2 * step + 1]
         assert torch.equal(c, cond_call) and c.shape[0] == 3 and _distinct_rows(c) == 3
         assert uncond_call.shape[0] == 1
+
+
+def test_flux_true_cfg_uncond_rows_reuse_their_items_first_conditioning_residuals(flux_control):
+    """The pipeline gives the uncond call the residuals computed on the prompt; under a program
+    each item's uncond row gets those of its first conditioning (row 0 of the cond call here)."""
+    transformer = flux_control.transformer
+    seen = []
+
+    def forward(*args, **kwargs):  # wrapped on the instance: runs after every hook
+        seen.append([t.clone() for t in kwargs["controlnet_block_samples"]])
+        return type(transformer).forward(transformer, *args, **kwargs)
+
+    transformer.forward = forward
+    try:
+        kwargs = {"control_image": image(), "negative_prompt": "blurry", "true_cfg_scale": 3.0, **SIZE}
+        latents(flux_control, program=MULTI, **kwargs)
+    finally:
+        del transformer.forward
+    assert len(seen) == 2 * STEPS
+    for cond_call, uncond_call in zip(seen[::2], seen[1::2]):
+        for c, u in zip(cond_call, uncond_call):
+            assert c.shape[0] == 3 and u.shape[0] == 1
+            assert torch.equal(u[0], c[0]) and not torch.equal(c[0], c[1])
 
 
 def test_controlnet_pooled_projections_is_refused_before_any_work(sd3_control):

@@ -550,7 +550,8 @@ class _Guidance:
         if step.residuals is not None:
             residuals = iter(step.residuals)
             if self.branches and step.cfg:  # this branch's rows: the uncond call comes second
-                rows = slice(0, step.plan.n_uncond) if self.cond_branch is not None else slice(step.plan.n_uncond, None)
+                n_uncond = step.plan.n_uncond
+                rows = slice(0, n_uncond) if self.cond_branch is not None else slice(n_uncond, None)
                 residuals = iter([t[rows] for t in step.residuals])
             for name in self.family.residual_inputs:
                 value = new.get(name)

@@ -10,11 +10,10 @@ ControlNet (``StableDiffusion3ControlNetPipeline``, ``StableDiffusion3ControlNet
 an ``SD3ControlNetModel`` or ``SD3MultiControlNetModel``) is a side module: the pipeline calls it
 once per step on the transformer's batch, and its block samples reach the transformer as
 ``block_controlnet_hidden_states``, one residual per sample. It sees the program's expanded batch
-with each row's text, as the transformer does, except where the pipeline gives it no text: a
-ControlNet with ``force_zeros_for_pooled_projection`` (InstantX), and every ControlNet of the
-inpainting pipeline, reads zeros as its pooled projection, and one without ``joint_attention_dim`` (the SD3.5 ControlNets) reads no
-``encoder_hidden_states``; those inputs stay as the pipeline made them, gathered per row.
-``controlnet_pooled_projections`` (a pooled text input for the ControlNet alone) is refused.
+with each row's text, as the transformer does, except where the pipeline gives it no text (see
+:meth:`StableDiffusion3Adapter.side_text`): those inputs stay as the pipeline made them, gathered
+per row. ``controlnet_pooled_projections`` (one pooled text input for the ControlNet's every row)
+is refused.
 
 Refused before any work: skip-layer guidance (``skip_guidance_layers``: a third transformer call
 per step on the cond batch alone, which the program's one batch cannot stand in for), and a
@@ -25,7 +24,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .adapters import FamilyAdapter, TextOptions, UnsupportedFeatureError, _call_default, register, unwrap_module
+from .adapters import (
+    FamilyAdapter,
+    TextOptions,
+    UnsupportedFeatureError,
+    _call_default,
+    register,
+    unwrap_module,
+)
 
 __all__ = ["JointTransformerAdapter", "StableDiffusion3Adapter", "refuse_prompt_callbacks"]
 
