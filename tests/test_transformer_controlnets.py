@@ -74,6 +74,7 @@ def _sd3_multi():
 
 
 SIZE = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+IP_IMAGE = torch.rand(1, 3, 32, 32, generator=seed(9))  # the tiny IP-Adapters' image size
 # (pipeline builder, call arguments)
 CASES = {
     "sd3": (_sd3, {"control_image": image()}),
@@ -85,6 +86,10 @@ CASES = {
     "sd3-multi": (
         _sd3_multi,
         {"control_image": [image(), image(4)], "controlnet_conditioning_scale": [1.0, 0.5]},
+    ),
+    "sd3-ip-adapter": (
+        lambda: tf.load_sd3_ip_adapter(_sd3()),
+        {"control_image": image(), "ip_adapter_image": IP_IMAGE},
     ),
     "sd3-inpaint": (
         lambda: _sd3(StableDiffusion3ControlNetInpaintingPipeline, extra_conditioning_channels=1),
@@ -99,6 +104,11 @@ CASES = {
     "flux-multi": (
         lambda: _flux(multi=True),
         {"control_image": [image(), image(4)], "controlnet_conditioning_scale": [1.0, 0.5], **SIZE},
+    ),
+    "flux-ip-adapter": (
+        lambda: tf.load_flux_ip_adapter(_flux()),
+        {"control_image": image(), "ip_adapter_image": IP_IMAGE, "negative_prompt": "blurry", "true_cfg_scale": 3.0}
+        | SIZE,
     ),
     "flux-img2img": (
         lambda: _flux(FluxControlNetImg2ImgPipeline),
