@@ -329,3 +329,22 @@ def test_nodes_built_by_the_parser_equal_the_constructors_nodes():
     assert tree_ == Prompt(tree_.parts, Span(0, len(text)), text)
     assert tree_.parts[1].options == (Option("k", 0.5, "0.5", Span(14, 19)),)
     assert isinstance(tree_.parts[1], Part) and tree_.parts[1].keyword_span == Span(5, 20)
+
+
+def test_parse_leaves_the_cyclic_gc_as_it_found_it():
+    # parse pauses the cyclic GC while it builds the tree (linear time on 10^5 parts); it must
+    # hand it back as it was, also when the text is refused.
+    import gc
+
+    assert gc.isenabled()
+    nl.parse("a AND [b AND c] :2")
+    assert gc.isenabled()
+    with pytest.raises(nl.ParseError):
+        nl.parse("a :nan")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        nl.parse("a AND b")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
