@@ -120,6 +120,19 @@ def test_multi_part_equals_run_on_the_plain_pipeline(pipe, components, negative)
     assert (got - expected).abs().max().item() <= 1e-5
 
 
+def test_a_lora_scale_the_guider_was_not_given_is_refused_leaving_no_hook(pipe):
+    from diffusers_helpers import hooks_on
+
+    from neutral_lang.backends.diffusers.adapters import UnsupportedFeatureError
+
+    before = latents(pipe, ClassifierFreeGuidance(guidance_scale=5.0))
+    with pytest.raises(UnsupportedFeatureError, match="cross_attention_kwargs"):
+        latents(pipe, ProgramGuidance(prompt=ONE, guidance_scale=5.0).bind(pipe),
+                cross_attention_kwargs={"scale": 0.5})
+    assert hooks_on(pipe.unet) == 0  # the one-shot hook removed itself before refusing
+    assert torch.equal(latents(pipe, ClassifierFreeGuidance(guidance_scale=5.0)), before)
+
+
 def test_bind_refuses_other_pipelines():
     from neutral_lang.backends.diffusers.tiny import sd_pipeline
 

@@ -143,6 +143,42 @@ def test_a_t5_length_given_to_the_pipeline_only_is_refused(pipe):
     assert calls.hidden == []
 
 
+def test_text_encoder_lora_scale_is_the_pipelines():
+    # joint_attention_kwargs={"scale": s} scales the transformer's LoRA and, in the text block,
+    # the CLIPs'; the guider encodes its texts at its own lora_scale
+    peft = pytest.importorskip("peft")
+    components = {k: v for k, v in tiny_families.sd3_components(seed=1).items() if v is not None}
+    components["transformer"].add_adapter(
+        peft.LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"], init_lora_weights=False)
+    )
+    clip = peft.LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "k_proj", "v_proj"], init_lora_weights=False)
+    peft.inject_adapter_in_model(clip, components["text_encoder"])
+    peft.inject_adapter_in_model(clip, components["text_encoder_2"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = modular_sd3.StableDiffusion3AutoBlocks().init_pipeline()
+        pipe.update_components(**components)
+    results = []
+    for scale in (0.5, 0.0):
+        extra = dict(negative_prompt="blurry", joint_attention_kwargs={"scale": scale})
+        plain = latents(pipe, ClassifierFreeGuidance(guidance_scale=5.0), **extra)
+        ours = latents(pipe, ProgramGuidance(prompt=ONE, guidance_scale=5.0, lora_scale=scale).bind(pipe), **extra)
+        assert (ours - plain).abs().max().item() <= 1e-5
+        results.append(ours)
+    assert (results[0] - results[1]).abs().max().item() > 1e-3  # the scale matters
+
+    computed = []
+    probe = pipe.transformer.register_forward_hook(lambda module, args, out: computed.append(1))
+    try:
+        with pytest.raises(UnsupportedFeatureError, match=r"lora_scale=0\.5"):
+            latents(pipe, ProgramGuidance(prompt=ONE, guidance_scale=5.0).bind(pipe),
+                    negative_prompt="blurry", joint_attention_kwargs={"scale": 0.5})
+    finally:
+        probe.remove()
+    assert computed == []  # refused before the transformer computed anything
+    assert hooks_on(pipe.transformer) == 0
+
+
 def test_modular_flux_takes_no_guider_and_bind_refuses_it():
     modular_flux = pytest.importorskip("diffusers.modular_pipelines.flux")
     with warnings.catch_warnings():

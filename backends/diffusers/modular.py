@@ -71,14 +71,17 @@ class ModularFamily:
     ``pipeline``: the ``ModularPipeline`` class name; ``adapter``: the :class:`.FamilyAdapter`
     whose ``text_encoder`` encodes the program's texts; ``hidden`` / ``pooled``: the guider inputs
     holding the per-token text embeddings ``[B, L, D]`` and the pooled ones ``[B, P]``;
-    ``hook_denoiser``: the loop passes per-sample inputs (the latents) to the denoiser outside the
-    guider, so ``prepare_models`` must repeat them to the program's batch.
+    ``attention_kwargs``: the denoiser argument whose ``"scale"`` is the LoRA scale, which the
+    pipeline's text block also applies to the text encoders; ``hook_denoiser``: the loop passes
+    per-sample inputs (the latents) to the denoiser outside the guider, so ``prepare_models`` must
+    repeat them to the program's batch.
     """
 
     pipeline: str
     adapter: type[FamilyAdapter]
     hidden: str
     pooled: str
+    attention_kwargs: str
     hook_denoiser: bool
 
 
@@ -88,9 +91,9 @@ def _families() -> tuple[ModularFamily, ...]:
 
     return (
         ModularFamily("StableDiffusionXLModularPipeline", StableDiffusionXLAdapter, "prompt_embeds", "text_embeds",
-                      hook_denoiser=True),
+                      "cross_attention_kwargs", hook_denoiser=True),
         ModularFamily("StableDiffusion3ModularPipeline", StableDiffusion3Adapter, "encoder_hidden_states",
-                      "text_embeds", hook_denoiser=False),
+                      "text_embeds", "joint_attention_kwargs", hook_denoiser=False),
     )
 
 
@@ -103,9 +106,10 @@ class ProgramGuidance(BaseGuidance):
 
     ``prompt`` is the program's source (one prompt; compiled with :func:`neutral_lang.compile`),
     ``guidance_scale`` the CFG scale ``s`` of ``u + s * full(root)``; ``emphasis``,
-    ``clip_skip``, ``comma_backtrack`` and ``max_sequence_length`` (T5's length for SD3; None:
-    the modular pipeline's default, 256) as in ``run(pipe)``: give them to the guider, since the
-    pipeline's own prompt encoding is not used. ``start``/``stop``/``enabled`` are the base
+    ``clip_skip``, ``comma_backtrack``, ``max_sequence_length`` (T5's length for SD3; None:
+    the modular pipeline's default, 256) and ``lora_scale`` (the text encoders' LoRA scale; None:
+    as loaded) as in ``run(pipe)``: give them to the guider, since the pipeline's own prompt
+    encoding is not used. ``start``/``stop``/``enabled`` are the base
     class's: outside ``[start, stop)`` of the steps, or when disabled, the prediction is
     ``u + full(root)`` (no CFG). Call :meth:`bind` with the pipeline before the first run.
 
@@ -113,7 +117,9 @@ class ProgramGuidance(BaseGuidance):
     (a ``TypeError``) for a pipeline not in :data:`FAMILIES`; the first step raises
     ``UnsupportedFeatureError`` (a ``ValueError``, before any denoiser call) when the pipeline
     gives no uncond to a program that needs one, or text embeddings of another length than the
-    guider's (a ``max_sequence_length`` given to the pipeline only).
+    guider's (a ``max_sequence_length`` given to the pipeline only), and the first denoiser call
+    raises it (before computing) when the pipeline's LoRA scale (``cross_attention_kwargs`` /
+    ``joint_attention_kwargs`` ``"scale"``) is not the guider's ``lora_scale``.
     """
 
     _input_predictions = ["pred_program"]
@@ -127,6 +133,7 @@ class ProgramGuidance(BaseGuidance):
         clip_skip: int | None = None,
         comma_backtrack: int = COMMA_BACKTRACK,
         max_sequence_length: int | None = None,
+        lora_scale: float | None = None,
         start: float = 0.0,
         stop: float = 1.0,
         enabled: bool = True,
@@ -141,7 +148,13 @@ class ProgramGuidance(BaseGuidance):
             )
         self.program = compile(prompt)
         self.guidance_scale = float(guidance_scale)
-        self.options = TextOptions(emphasis, clip_skip, comma_backtrack, max_sequence_length=max_sequence_length)
+        self.options = TextOptions(
+            emphasis,
+            clip_skip,
+            comma_backtrack,
+            lora_scale=None if lora_scale is None else float(lora_scale),
+            max_sequence_length=max_sequence_length,
+        )
         self._encoder = None
         self._family: ModularFamily | None = None
         self._state: Any = None
@@ -283,23 +296,39 @@ class ProgramGuidance(BaseGuidance):
         )
 
     def prepare_models(self, denoiser: torch.nn.Module) -> None:
-        """Where the loop passes per-sample inputs outside the guider (SDXL's latents and timesteps),
-        repeat them to the program's batch with a forward pre-hook on the denoiser."""
+        """Place a one-shot forward pre-hook on the denoiser for this step's call: it checks the
+        call's LoRA scale against the guider's and, where the loop passes per-sample inputs outside
+        the guider (SDXL's latents and timesteps), repeats them to the program's batch. The hook
+        removes itself when it runs, so an error inside the denoiser leaves no hook behind."""
         super().prepare_models(denoiser)
-        if not self._family.hook_denoiser:
-            return
-        plan = self._batch
+        self.cleanup_models(denoiser)
+        family, plan = self._family, self._batch
         source, batch = plan["source"], plan["batch"]
 
-        def expand(module, args, kwargs):
-            def take(value):
-                if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == batch:
-                    return value.index_select(0, source.to(value.device))
-                return value
+        def take(value):
+            if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == batch:
+                return value.index_select(0, source.to(value.device))
+            return value
 
+        def before(module, args, kwargs):
+            self.cleanup_models(module)
+            self._check_lora_scale(kwargs.get(family.attention_kwargs))
+            if not family.hook_denoiser:
+                return None
             return tuple(take(a) for a in args), {k: take(v) for k, v in kwargs.items()}
 
-        self._hook = denoiser.register_forward_pre_hook(expand, with_kwargs=True)
+        self._hook = denoiser.register_forward_pre_hook(before, with_kwargs=True)
+
+    def _check_lora_scale(self, attention_kwargs: dict | None) -> None:
+        """The texts were encoded at ``lora_scale``; the pipeline's text block used the call's scale."""
+        scale = (attention_kwargs or {}).get("scale")
+        scale = None if scale is None else float(scale)
+        if scale != self.options.lora_scale:
+            raise UnsupportedFeatureError(
+                f"The pipeline runs with {self._family.attention_kwargs}={{'scale': {scale}}}, which its text "
+                f"block also applies to the text encoders' LoRA, but the guider encodes with "
+                f"lora_scale={self.options.lora_scale}: give ProgramGuidance(lora_scale={scale})."
+            )
 
     def cleanup_models(self, denoiser: torch.nn.Module) -> None:
         if self._hook is not None:
