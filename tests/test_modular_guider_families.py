@@ -77,14 +77,16 @@ class TransformerCalls:
         dict(negative_prompt=""),
         dict(),  # no negative prompt: modular SD3 makes no uncond, its CFG is the cond prediction
         dict(negative_prompt="blurry", num_images_per_prompt=2, max_sequence_length=64),
+        dict(negative_prompt="blurry", clip_skip=1),
     ],
-    ids=["negative", "empty-negative", "no-negative", "two-images-short-t5"],
+    ids=["negative", "empty-negative", "no-negative", "two-images-short-t5", "clip-skip"],
 )
 @pytest.mark.parametrize("scale", [5.0, 1.0])
 def test_one_part_program_is_classifier_free_guidance(pipe, extra, scale):
-    length = extra.get("max_sequence_length")
+    # the text settings the pipeline's text block reads are the guider's to give
+    text = {name: extra[name] for name in ("max_sequence_length", "clip_skip") if name in extra}
     plain = latents(pipe, ClassifierFreeGuidance(guidance_scale=scale), **extra)
-    guider = ProgramGuidance(prompt=ONE, guidance_scale=scale, max_sequence_length=length).bind(pipe)
+    guider = ProgramGuidance(prompt=ONE, guidance_scale=scale, **text).bind(pipe)
     ours = latents(pipe, guider, **extra)
     assert ours.dtype == torch.float32 and ours.shape == plain.shape
     assert (ours - plain).abs().max().item() <= 1e-5
