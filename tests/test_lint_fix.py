@@ -151,6 +151,15 @@ def test_fix_applies_the_safe_fixes(text, fixed):
     assert [d for d in nl.lint(fixed) if d.applicability == "safe"] == []
 
 
+@pytest.mark.parametrize("text", [":NANAND_TOPK0", "x:NANAND_TOPK0", "x :infAND_SALT y", "x:1e999AND_PERPy"])
+def test_glued_keyword_offers_no_fix_that_would_make_a_non_finite_weight(text):
+    # found by hypothesis: `:NANAND_TOPK0` was fixed to `:NAN AND_TOPK 0`, a NaN weight (NP401)
+    glued = [d for d in nl.lint(text) if d.code == "NP303"]
+    assert glued and all(d.fix is None for d in glued)
+    assert nl.fix(text) == text
+    check_prompt(text)
+
+
 def test_unsafe_fixes_on_request():
     assert nl.fix("a AND AND b", unsafe=True) == "a  AND b"
     assert nl.fix("girl on a swing:1.2 green grass:1.0 pink trousers:0.8", unsafe=True) == \

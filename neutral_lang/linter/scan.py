@@ -7,6 +7,7 @@ keep up with prompts the parser handles (10^4 levels of nesting, 10^5 parts).
 from __future__ import annotations
 
 import bisect
+import math
 import re
 import unicodedata
 from functools import lru_cache
@@ -212,12 +213,29 @@ def splits_text(text: str, start: int, end: int, fix: str) -> bool:
     found = list(_KEYWORD_IN_FIX_RE.finditer(fix))
     if any(not fix[a.end():b.start()].strip() for a, b in zip(found, found[1:])):
         return False  # two keywords in a row: an empty part between them
+    if found and _nonfinite_weight_at_end(text[max(0, start - 60):start] + fix[:found[0].start()].rstrip()):
+        return False  # `x:NANAND_TOPK b` -> `x:NAN AND_TOPK b` would make a non-finite weight (NP401)
     for m in found:
         left = fix[:m.start()].rstrip()[-1:] or before
         right = fix[m.end():].lstrip()[:1] or after
         if left in ("", "[") or right in ("", "]", ":"):
             return False
     return True
+
+
+_WEIGHT_TAIL_RE = re.compile(r":\s*([+-]?(?:[0-9.]+(?:[eE][+-]?[0-9]+)?|nan|inf(?:inity)?))$", re.IGNORECASE)
+
+
+def _nonfinite_weight_at_end(head: str) -> bool:
+    """Whether ``head`` ends in ``:w`` with ``w`` NaN, infinite, or too large for a float: text that
+    a split right after it would turn into a non-finite weight."""
+    m = _WEIGHT_TAIL_RE.search(head)
+    if m is None:
+        return False
+    try:
+        return not math.isfinite(float(m.group(1)))
+    except ValueError:
+        return False
 
 
 def in_text_brackets(text: str, root: Prompt | None):
