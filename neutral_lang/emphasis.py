@@ -21,11 +21,12 @@ of malformed input):
 - ``[a:b:1e999]`` -- a ``when`` that overflows to infinity. A1111 raises ``OverflowError``; here
   ``+inf`` means "at the last step" (clamped to ``steps``) and ``-inf`` "never".
 - Brackets nested some hundreds deep. A1111 raises ``RecursionError`` (from about 250 levels);
-  here the full schedule comes out up to about 490 levels, and deeper text is read as A1111
+  here the full schedule comes out up to :data:`MAX_DEPTH` (480) levels, and deeper text is read as A1111
   reads text it cannot parse: the whole text at every step.
 
 The schedule grammar is the leaf layer, ``grammar/a1111_leaf.lark``; the Earley parser
-for it is built on the first call to :func:`schedule`, so importing this module stays cheap.
+for it is built on the first call to :func:`schedule` that needs it (text mixing stray brackets
+with edits or alternations; other text is read in one pass), so importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -180,96 +181,161 @@ def schedule(text: str, steps: int) -> list[tuple[int, str]]:
     step, the empty option included (``[fe|]male``). Entry ``(t, s)`` is evaluated at step
     ``t``; the last entry always ends at ``steps``. When the text does not parse as A1111's
     grammar (e.g. ``a|b`` outside brackets, or an unbalanced ``[``), the whole text is in force
-    throughout: ``[(steps, text)]``. See :func:`text_at` for which entry a sampling step uses.
+    throughout: ``[(steps, text)]``. Brackets nested deeper than :data:`MAX_DEPTH` levels are
+    read that way too (A1111 itself runs out of stack from about 250). See :func:`text_at` for
+    which entry a sampling step uses.
+
+    Time: linear in ``len(text)`` for text that cannot hold an edit or an alternation and for
+    text that is one well-formed run (every bracket paired and valid, no ``:`` or ``|`` outside
+    brackets); text that mixes stray brackets with edits or alternations is read by the Earley
+    parse of the whole text (docs/emphasis.md, "Time").
     """
-    # Without a `[` there is nothing to schedule, and A1111's answer is this whether or not its
-    # grammar accepts the text: skip the Earley parse, the slow part.
-    if "[" not in text:
+    if not _may_schedule(text):
         return [(steps, text)]
-    try:
-        pieces = _parse_in_chunks(text, steps)
-        if pieces is None:
+    pieces = _run_pieces(text, steps)
+    if pieces is _TOO_DEEP:
+        return [(steps, text)]
+    if pieces is None:
+        try:
             pieces = _parse_schedule(text, steps)
-        return [(steps, text)] if pieces is None else _entries(pieces, steps)
-    except RecursionError:  # nesting beyond Python's stack, where A1111 raises too
-        return [(steps, text)]
+        except RecursionError:  # nesting beyond Python's stack, where A1111 raises too
+            return [(steps, text)]
+    return [(steps, text)] if pieces is None else _entries(pieces, steps)
 
 
-def _parse_in_chunks(text: str, steps: int) -> _Pieces | None:
-    """The pieces of a well-bracketed ``text``, parsed one top-level bracket at a time; None when
-    the text is not of that kind (the caller then parses it whole).
+MAX_DEPTH = 480
+"""Brackets nested deeper than this are not scheduled: the whole text is in force at every step
+(A1111 raises ``RecursionError`` from about 250 levels)."""
 
-    The Earley parse is cubic in the length it reads (``[b] `` repeated 160 times took 19 s), and
-    most prompts are a sequence of small bracketed pieces. When every bracket is closed by its own
-    kind, no ``:`` or ``|`` stands outside brackets, and each top-level chunk reads without stray
-    brackets, no reading of the grammar pairs brackets across chunks, and the text reads as its
-    chunks one after the other: linear in the number of chunks. Texts with stray brackets keep the
-    whole-text parse, because the grammar's choice among their readings depends on the context
-    (``tests/test_emphasis.py`` compares both ways on generated text).
+# Where an edit can end: a colon, optional space, a number as LEAF_NUMBER reads it, space, `]`.
+_EDIT_END = re.compile(
+    r":\s*[+-]?(?:[0-9]+[eE][+-]?[0-9]+|(?:[0-9]+\.(?:[0-9]+)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[0-9]+)\s*\]"
+)
+_NUMBER = re.compile(_EDIT_END.pattern[len(r":\s*"):-len(r"\s*\]")])
+_SPACE = re.compile(r"\s+")
+
+
+def _may_schedule(text: str) -> bool:
+    """False when no reading of ``text`` holds an edit or an alternation, so that every reading
+    (and a failed parse) gives ``[(steps, text)]``: no ``[``, or no ``|`` and nothing that can end
+    an edit. One pass of C-level searches; the common case for prompts and for hostile text."""
+    return "[" in text and ("|" in text or _EDIT_END.search(text) is not None)
+
+
+_TOO_DEEP = object()
+
+
+def _run_pieces(text: str, steps: int):
+    """The pieces of ``text`` when the whole text is one run of the leaf grammar, else None
+    (``_TOO_DEEP`` beyond :data:`MAX_DEPTH`); one pass, a stack of open brackets.
+
+    A run is what ``leaf_run`` derives: plain text, ``(x)``, ``(x:y)``, ``[x]``, edits and
+    alternations, nested, with every bracket closed by its own kind and no ``:`` or ``|`` outside
+    brackets. Its reading is unique (what a bracket is follows from the ``:`` and ``|`` at its own
+    level), and when the whole text is a run, the Earley parse picks that reading first: rule
+    order puts ``leaf_run`` before stray brackets. ``tests/test_emphasis.py`` compares this with
+    the Earley parse on every short text over the grammar's characters.
     """
-    chunks = _top_level_chunks(text)
-    if chunks is None or len(chunks) < 2:
-        return None
-    pieces: list = []
-    for chunk in chunks:
-        parsed = _chunk_pieces(chunk, steps)
-        if parsed is None:
-            return None
-        pieces.extend(parsed)
-    return tuple(pieces)
-
-
-_CLOSES = {")": "(", "]": "["}
-_SYNTAX = re.compile(r"[\[\]():|\\]")
-
-
-def _top_level_chunks(text: str) -> list[str] | None:
-    """``text`` cut after each bracket that closes the outermost one; None unless every bracket is
-    closed by its own kind, nothing is left open, and no ``:``/``|``/lone backslash is outside."""
-    out: list[str] = []
-    stack: list[str] = []
-    start = i = 0
+    # Each open bracket: [kind, segments, bars]; a segment is a list of pieces, cut at `:` or `|`.
+    stack: list[list] = []
+    top: list = []  # the pieces of the run itself
+    plain_start = 0
+    too_deep = False
     n = len(text)
+    i = 0
+
+    def flush(upto: int) -> None:
+        if upto > plain_start:
+            (stack[-1][1][-1] if stack else top).append(text[plain_start:upto])
+
     while i < n:
         c = text[i]
         if c == "\\":
             if i + 1 >= n or text[i + 1] == "\n":
-                return None
+                return None  # LEAF_CHARS cannot read it: no parse at all
             i += 2
             continue
+        if c not in "[]():|":
+            i += 1
+            continue
+        flush(i)
+        plain_start = i + 1
         if c in "([":
-            stack.append(c)
-        elif c in ")]":
-            if not stack or stack.pop() != _CLOSES[c]:
+            if len(stack) >= MAX_DEPTH:
+                too_deep = True
+            stack.append([c, [[]], 0])
+        elif c in ":|":
+            if not stack or (c == "|" and stack[-1][0] == "("):
                 return None
+            if c == "|":
+                stack[-1][2] += 1
+            stack[-1][1].append([c])  # the separator leads its segment
+        else:
             if not stack:
-                out.append(text[start : i + 1])
-                start = i + 1
-        elif not stack and c in ":|":
-            return None
+                return None
+            kind, segments, bars = stack.pop()
+            if (kind == "(") != (c == ")"):
+                return None
+            made = _close(kind, segments, bars, steps)
+            if made is None:
+                return None
+            (stack[-1][1][-1] if stack else top).extend(made)
         i += 1
     if stack:
         return None
-    if start < n:
-        out.append(text[start:])
+    if too_deep:
+        return _TOO_DEEP
+    flush(n)
+    return tuple(top)
+
+
+def _close(kind: str, segments: list[list], bars: int, steps: int) -> list | None:
+    """The pieces of one closed bracket from its segments (each after the first led by its `:` or
+    `|`), or None when the leaf grammar has no reading of it as a run."""
+    colons = len(segments) - 1 - bars
+    if kind == "(":
+        if colons > 1:
+            return None
+        return ["(", *_joined(segments), ")"]
+    if bars:
+        if colons:
+            return None
+        return [_Alternation(tuple(tuple(segment[1:] if k else segment) for k, segment in enumerate(segments)))]
+    if not colons:
+        return ["[", *segments[0], "]"]
+    if colons > 2:
+        return None
+    when = segments[-1][1:]
+    if len(when) > 1 or (when and not isinstance(when[0], str)):
+        return None  # a bracket between the last `:` and the `]`
+    number = _when_text(when[0] if when else "")
+    if number is None:
+        return None
+    if colons == 1:
+        return [_Edit((), tuple(segments[0]), _when(number, steps))]
+    return [_Edit(tuple(segments[0]), tuple(segments[1][1:]), _when(number, steps))]
+
+
+def _when_text(text: str) -> str | None:
+    """The number in ``[WS] NUMBER [WS]`` as the grammar's terminals read it, else None."""
+    pos = 0
+    space = _SPACE.match(text)
+    if space:
+        pos = space.end()
+    number = _NUMBER.match(text, pos)
+    if number is None:
+        return None
+    space = _SPACE.match(text, number.end())
+    end = space.end() if space else number.end()
+    return number.group() if end == len(text) else None
+
+
+def _joined(segments: list[list]) -> list:
+    """The pieces of all segments, separators included, as the text reads."""
+    out: list = []
+    for segment in segments:
+        out.extend(segment)
     return out
-
-
-@lru_cache(maxsize=4096)
-def _chunk_pieces(chunk: str, steps: int) -> _Pieces | None:
-    """The pieces of one chunk, or None when it does not read without stray brackets (cached:
-    prompts repeat the same bracketed words)."""
-    if not _SYNTAX.search(chunk):
-        return (chunk,)
-    from lark.exceptions import LarkError
-
-    try:
-        tree = _leaf_parser().parse(chunk)
-    except LarkError:
-        return None
-    if any(True for _ in tree.scan_values(lambda v: getattr(v, "type", None) == "LEAF_STRAY")):
-        return None
-    return _pieces(tree, steps)
 
 
 def _entries(pieces: _Pieces, steps: int) -> list[tuple[int, str]]:

@@ -348,7 +348,63 @@ def test_import_is_cheap():
         "import sys, neutral_lang.emphasis as e;"
         "assert 'torch' not in sys.modules;"
         "assert e._leaf_parser.cache_info().currsize == 0;"
-        "e.schedule('[a:b:1]', 2);"
+        "e.schedule('[ [a:b:1]', 2);"
         "assert e._leaf_parser.cache_info().currsize == 1"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# schedule without the Earley parse: the same answers, in one pass
+
+
+def _earley_entries(text: str, steps: int):
+    pieces = emphasis._parse_schedule(text, steps)
+    return [(steps, text)] if pieces is None else emphasis._entries(pieces, steps)
+
+
+def test_schedule_equals_the_earley_parse_on_every_short_text():
+    """Every text of up to 3 characters over the grammar's own characters, and of 4 without round
+    brackets: the one-pass reading and the prefilter give exactly what the whole-text parse gives."""
+    import itertools
+
+    for alphabet, longest in (("[]():|a1", 3), ("[]:|a1", 4)):
+        for length in range(longest + 1):
+            for chars in itertools.product(alphabet, repeat=length):
+                text = "".join(chars)
+                assert schedule(text, 3) == _earley_entries(text, 3), text
+
+
+@settings(max_examples=300, deadline=None)
+@given(_texts(["[", "]", "(", ")", ":", "|", "\\", " ", "a", "1", ".5", "-2", "1e1", "\n", "[a:b:2]", "[x|y]",
+               "(c:1.2)", "[ 3 ]", ":3]", "é"], max_size=12), st.sampled_from([1, 4, 20]))
+def test_schedule_equals_the_earley_parse_on_generated_text(text, steps):
+    assert schedule(text, steps) == _earley_entries(text, steps)
+
+
+def test_well_formed_text_is_scheduled_without_the_earley_parse(monkeypatch):
+    def no_earley(text, steps):
+        raise AssertionError("the Earley parse was used")
+
+    monkeypatch.setattr(emphasis, "_parse_schedule", no_earley)
+    text = "a [castle:ruin:0.5] at (dusk:1.2), [cat|dog] " * 5000 + "[[a|b]:c:0.25]"
+    entries = schedule(text, 20)
+    assert len(entries) == 20 and entries[0][1].startswith("a castle at (dusk:1.2), cat ")
+    assert entries[-1][1].endswith("ruin at (dusk:1.2), dog c")
+    assert schedule("[" * 10**5 + "]" * 10**5, 20) == [(20, "[" * 10**5 + "]" * 10**5)]
+    assert schedule("[ AND " * 10**5, 20) == [(20, "[ AND " * 10**5)]  # no edit can end anywhere
+    deep = "[a:" * 480 + "b" + ":1]" * 480
+    assert schedule(deep, 4) == [(1, "a"), (4, "b")]
+    deeper = "[a:" * 481 + "b" + ":1]" * 481
+    assert schedule(deeper, 4) == [(4, deeper)]  # beyond MAX_DEPTH: in force unchanged
+
+
+@pytest.mark.parametrize(
+    "text, scheduled",
+    [("[a:1]]", True), ("[a:1]]]", False), ("[a:1]]]]", True), ("[a:1]:", True), ("[a:1]::", False),
+     ("[a:1]a]]", True), ("[a:1]]]a", False)],
+)
+def test_stray_brackets_after_an_edit_follow_the_earley_parse(text, scheduled):
+    """Which stray bracket the Earley parse sets aside depends on its tie-breaks: an edit followed
+    by two stray brackets is not scheduled, by one or three it is (Lark 1.3)."""
+    assert (len(schedule(text, 4)) > 1) is scheduled
