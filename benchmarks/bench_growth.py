@@ -8,7 +8,8 @@ Operations: ``parse`` (lenient), ``format``, ``lint``, ``compile`` (cache cleare
 20)``, what ``run()`` does for every text) and ``cli`` (``neutral-lang lint FILE`` in a subprocess,
 start-up included). Shapes: a plain prompt, and the adversarial shapes of the hostile-input issue:
 runs of unclosed ``[ AND``, of ``AND(``, of colons, of ``:nan`` weights, of unclosed groups, of
-A1111 brackets ``[b] ``, and groups nested ``depth`` deep.
+A1111 brackets ``[b] ``, of A1111 prompt edits and alternations, of edits after a stray ``[``,
+groups nested ``depth`` deep, and prompt edits nested ``depth`` deep.
 
 Each cell runs in a fresh subprocess with a time limit and is timed by CPU time (the child's own,
 so other processes on a shared machine do not count; the ``cli`` cell counts the CLI's CPU time).
@@ -47,6 +48,9 @@ SHAPES = {
     ":nan weights": ("chars", lambda n: _repeat("a:nan AND ", n)),
     "unclosed groups": ("chars", lambda n: _repeat("[a AND ", n) + "b"),
     "A1111 [b]": ("chars", lambda n: _repeat("[b] ", n)),
+    "A1111 edits": ("chars", lambda n: _repeat("[a:b:1] [c|d] ", n)),
+    "stray [ + edits": ("chars", lambda n: _repeat("[ [a:b:1] ", n)),
+    "deep edits": ("depth", lambda d: "[a:" * d + "b" + ":1]" * d),
     "nested groups": ("depth", lambda d: "[a AND " * d + "b" + "]" * d),
 }
 SIZES = {"chars": (10**4, 10**5, 10**6), "depth": (10**3, 10**4, 10**5)}
