@@ -31,6 +31,7 @@ with edits or alternations; other text is read in one pass), so importing this m
 
 from __future__ import annotations
 
+import gc
 import math
 import re
 from dataclasses import dataclass
@@ -192,14 +193,24 @@ def schedule(text: str, steps: int) -> list[tuple[int, str]]:
     """
     if not _may_schedule(text):
         return [(steps, text)]
-    pieces = _run_pieces(text, steps)
-    if pieces is _TOO_DEEP:
-        return [(steps, text)]
-    if pieces is None:
-        try:
-            pieces = _parse_schedule(text, steps)
-        except RecursionError:  # nesting beyond Python's stack, where A1111 raises too
+    # The one-pass reading allocates a list per open bracket and a node per edit; the cyclic
+    # collector's full passes would re-walk all of them (a 10^5-deep text took 1.7x as long), and
+    # they hold no cycles. The Earley parse below runs with the collector on: its forest has cycles.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        pieces = _run_pieces(text, steps)
+        if pieces is _TOO_DEEP:
             return [(steps, text)]
+        if pieces is not None:
+            return _entries(pieces, steps)
+    finally:
+        if collecting:
+            gc.enable()
+    try:
+        pieces = _parse_schedule(text, steps)
+    except RecursionError:  # nesting beyond Python's stack, where A1111 raises too
+        return [(steps, text)]
     return [(steps, text)] if pieces is None else _entries(pieces, steps)
 
 
