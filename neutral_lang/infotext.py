@@ -118,7 +118,7 @@ def parse(parameters: str) -> Infotext:
                 pass
         if key == "Size":
             w, sep, h = str(value).partition("x")
-            if sep and w.isdigit() and h.isdigit():
+            if sep and w.isascii() and w.isdigit() and h.isascii() and h.isdigit():  # int() refuses "³"
                 settings["width"], settings["height"] = int(w), int(h)
                 continue
         if key in _KEYS:

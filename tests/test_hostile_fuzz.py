@@ -1,6 +1,6 @@
 """fuzz/hostile.py keeps working: a small run is clean, and the harness does report what escapes.
 
-The full run (10^6 inputs) and its figures are in docs/reliability.md; here a few seconds' worth.
+The full run and its figures are in docs/reliability.md; here a few seconds' worth.
 """
 
 import subprocess

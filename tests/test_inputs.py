@@ -144,3 +144,11 @@ def test_damaged_inputs_are_input_errors_never_crashes(signature, tmp_path):
                 pass
 
     check()
+
+
+def test_infotext_size_with_a_superscript_digit_is_not_a_size():
+    """str.isdigit() is true for '³', int() refuses it: found by fuzz/hostile.py (seed 1, 266422)."""
+    from neutral_lang import infotext
+
+    info = infotext.parse("a castle\nSteps: 20, Size: ³4x64")
+    assert info.extra.get("Size") == "³4x64" and "width" not in info.settings
