@@ -19,6 +19,7 @@ modular_sdxl = pytest.importorskip("diffusers.modular_pipelines.stable_diffusion
 
 from diffusers.guiders import ClassifierFreeGuidance  # noqa: E402
 
+import neutral_lang as nl  # noqa: E402
 from neutral_lang.backends.diffusers import tiny  # noqa: E402
 from neutral_lang.backends.diffusers.adapters import UnsupportedPipelineError  # noqa: E402
 from neutral_lang.backends.diffusers.modular import ProgramGuidance  # noqa: E402
@@ -139,3 +140,9 @@ def test_bind_refuses_other_pipelines():
     supported = "StableDiffusionXLModularPipeline, StableDiffusion3ModularPipeline"
     with pytest.raises(UnsupportedPipelineError, match=supported):
         ProgramGuidance(prompt=ONE).bind(sd_pipeline())
+
+
+def test_run_on_a_modular_pipeline_points_to_the_guider(pipe):
+    # run() drives classic pipelines; a modular one is refused before any work, with the way to go
+    with pytest.raises(UnsupportedPipelineError, match="ProgramGuidance"):
+        nl.compile(ONE).run(pipe)

@@ -39,13 +39,14 @@ def run(program, pipe, **kwargs: Any):
 
 
 def load_pipeline(model: str, *, device: str | None = None, dtype: Any = None):
-    """Load a Stable Diffusion or SDXL pipeline from a local folder or a Hugging Face hub id.
+    """Load a pipeline of a supported family from a local folder or a Hugging Face hub id.
 
     ``DiffusionPipeline.from_pretrained`` picks the class from the model's ``model_index.json``
-    (``StableDiffusionPipeline``, ``StableDiffusionXLPipeline``, ...). A hub id is looked up in the
-    local cache first, and fetched only if that fails and ``HF_HUB_OFFLINE`` is not set. Raises
-    :class:`ModelLoadError` (a ``RuntimeError``) with a readable message when nothing loads, or
-    when the model is not one with a UNet and CLIP text encoders.
+    (``StableDiffusionPipeline``, ``StableDiffusionXLPipeline``, ``StableDiffusion3Pipeline``,
+    ``FluxPipeline``, ...). A hub id is looked up in the local cache first, and fetched only if that
+    fails and ``HF_HUB_OFFLINE`` is not set. Raises :class:`ModelLoadError` (a ``RuntimeError``)
+    with a readable message when nothing loads, or when no family adapter drives the pipeline
+    (:func:`.adapters.adapter_for`).
     """
     from diffusers import DiffusionPipeline
 

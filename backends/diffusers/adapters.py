@@ -163,7 +163,10 @@ def adapter_for(pipe: Any) -> "FamilyAdapter":
     for adapter in adapters():
         if adapter.matches(pipe):
             return adapter
-    raise UnsupportedPipelineError(f"neutral_lang cannot guide {type(pipe).__name__}. {supported()}")
+    modular = type(pipe).__name__.endswith("ModularPipeline")
+    hint = (" A modular pipeline takes its guidance from a guider component: use "
+            "neutral_lang.backends.diffusers.modular.ProgramGuidance (docs/diffusers.md)." if modular else "")
+    raise UnsupportedPipelineError(f"neutral_lang cannot guide {type(pipe).__name__}.{hint} {supported()}")
 
 
 def supported() -> str:
