@@ -22,8 +22,10 @@ __all__ = [
 ]
 
 #: A weight or option value: a decimal number with optional sign, fraction and exponent
-#: (docs/language.md, "Weights"): ``1``, ``-0.5``, ``+.4``, ``2.``, ``1e-3``.
-NUMBER_RE = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+#: (docs/language.md, "Weights"): ``1``, ``-0.5``, ``+.4``, ``2.``, ``1e-3``. The integer digits and
+#: the fraction cannot trade digits (``[0-9]+(?:\.[0-9]*)?``, not ``[0-9]+\.?[0-9]*``): a long digit
+#: run that fails to match then backtracks in linear, not quadratic, time.
+NUMBER_RE = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 NUMBER = re.compile(NUMBER_RE)
 #: What Python's ``float()`` also reads as a number but is never a weight: ``nan``, ``-inf``, ``Infinity``.
 NONFINITE = re.compile(r"[+-]?(?:nan|inf(?:inity)?)", re.IGNORECASE)

@@ -64,6 +64,15 @@ def test_strict_parse_is_linear():
     assert _growth(lambda n: "[(" * n + "a AND b", lambda t: nl.parse(t, strict=True)) < 13
 
 
+def test_a_long_digit_run_that_is_not_a_weight_is_read_once():
+    # Found by fuzz/hostile.py: `x:` + 19,673 nines + `o` took 9 s to parse and 17 s to lint, the
+    # number pattern's integer and fraction digits trading digits in quadratic backtracking (a C
+    # loop the work counter above cannot see). At 10^5 digits the old pattern would take minutes.
+    text = "electrical tornad:" + "9" * 100_000 + "o"
+    assert nl.parse(text).parts[0].body.text == text
+    assert [d.code for d in lint(text)] == ["NP403"]  # weight-like text, read once
+
+
 def test_parse_of_sizes_that_took_minutes():
     # "[a AND " * 10**5 + "b" did not finish in 600 s; "[ AND" * 8000 took 22 s.
     assert len(nl.parse("[a AND " * 20_000 + "b").parts) == 20_001

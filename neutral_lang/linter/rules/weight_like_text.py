@@ -40,7 +40,7 @@ _TOKEN = re.compile(r"\\.|[\[\]()" + COLONS + r"]", re.S)
 # A1111 extra networks (modules/extra_networks.py): `<lora:name:0.8>`, `<hypernet:name:1>`.
 _EXTRA_NETWORK = re.compile(r"<\w+:[^<>\n]*>")
 _NUMBER = re.compile(NUMBER_RE)
-_UNSIGNED = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_UNSIGNED = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _AFTER = re.compile(r"\s*([^\s" + COLONS + r"]+)")
 _DECIMAL_COMMA = re.compile(r"[+-]?[0-9]+,[0-9]+")
 # Minus signs and dashes that are not ASCII '-' (NFKC keeps them): a reader sees a minus.
