@@ -266,6 +266,17 @@ class FamilyAdapter:
         return type(output)(sample=tensor)
 
 
+def pooled_embedding_inputs(cond: Any, uncond: Any) -> dict:
+    """The embedding arguments of a pipeline that takes per-token and pooled prompt embeddings
+    (SDXL, SD3, Flux): ``cond``'s and ``uncond``'s ``hidden`` and ``pooled`` under diffusers' names."""
+    return {
+        "prompt_embeds": cond.hidden,
+        "negative_prompt_embeds": uncond.hidden,
+        "pooled_prompt_embeds": cond.pooled,
+        "negative_pooled_prompt_embeds": uncond.pooled,
+    }
+
+
 def _call_default(pipe: Any, name: str, fallback: Any) -> Any:
     """The default of ``pipe.__call__``'s parameter ``name`` (``fallback`` if it has none)."""
     import inspect

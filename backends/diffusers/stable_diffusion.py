@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .adapters import FamilyAdapter, TextOptions, UnsupportedFeatureError, refuse_pag, register
+from .adapters import FamilyAdapter, TextOptions, UnsupportedFeatureError, pooled_embedding_inputs, refuse_pag, register
 
 __all__ = ["StableDiffusionAdapter", "StableDiffusionXLAdapter"]
 
@@ -159,9 +159,4 @@ class StableDiffusionXLAdapter(_UNetFamily):
         return self.direct_inputs(carrier, carrier)
 
     def direct_inputs(self, cond: Any, uncond: Any) -> dict:
-        return {
-            "prompt_embeds": cond.hidden,
-            "negative_prompt_embeds": uncond.hidden,
-            "pooled_prompt_embeds": cond.pooled,
-            "negative_pooled_prompt_embeds": uncond.pooled,
-        }
+        return pooled_embedding_inputs(cond, uncond)

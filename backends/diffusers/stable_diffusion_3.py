@@ -29,6 +29,7 @@ from .adapters import (
     TextOptions,
     UnsupportedFeatureError,
     _call_default,
+    pooled_embedding_inputs,
     register,
     unwrap_module,
 )
@@ -78,12 +79,7 @@ class JointTransformerAdapter(FamilyAdapter):
         return self.direct_inputs(carrier, carrier)
 
     def direct_inputs(self, cond: Any, uncond: Any) -> dict:
-        return {
-            "prompt_embeds": cond.hidden,
-            "negative_prompt_embeds": uncond.hidden,
-            "pooled_prompt_embeds": cond.pooled,
-            "negative_pooled_prompt_embeds": uncond.pooled,
-        }
+        return pooled_embedding_inputs(cond, uncond)
 
     def set_text(self, kwargs: dict, hidden: Any, pooled: Any, mask: Any) -> None:
         kwargs["encoder_hidden_states"] = hidden
