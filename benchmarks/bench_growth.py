@@ -5,11 +5,13 @@
 
 Operations: ``parse`` (lenient), ``format``, ``lint``, ``compile`` (cache cleared), ``explain``
 (of a compiled program; the output size is shown too), ``schedule`` (``emphasis.schedule(text,
-20)``, what ``run()`` does for every text) and ``cli`` (``neutral-lang lint FILE`` in a subprocess,
+20)``, what ``run()`` does for every text), ``emphasis`` (``emphasis.parse(text)``, what the text
+encoder reads for every text) and ``cli`` (``neutral-lang lint FILE`` in a subprocess,
 start-up included). Shapes: a plain prompt, and the adversarial shapes of the hostile-input issue:
 runs of unclosed ``[ AND``, of ``AND(``, of colons, of ``:nan`` weights, of unclosed groups, of
 A1111 brackets ``[b] ``, of A1111 prompt edits and alternations, of edits after a stray ``[``,
-groups nested ``depth`` deep, and prompt edits nested ``depth`` deep.
+an edit followed by stray ``]``, 479 unclosed ``(`` before ``a[b]`` runs (the most brackets
+``emphasis.parse`` multiplies through), unclosed ``(a`` runs (refused past 480), groups nested ``depth`` deep, and prompt edits nested ``depth`` deep.
 
 Each cell runs in a fresh subprocess with a time limit and is timed by CPU time (the child's own,
 so other processes on a shared machine do not count; the ``cli`` cell counts the CLI's CPU time).
@@ -50,11 +52,14 @@ SHAPES = {
     "A1111 [b]": ("chars", lambda n: _repeat("[b] ", n)),
     "A1111 edits": ("chars", lambda n: _repeat("[a:b:1] [c|d] ", n)),
     "stray [ + edits": ("chars", lambda n: _repeat("[ [a:b:1] ", n)),
+    "edit + stray ]": ("chars", lambda n: "[a:1]" + "]" * (n - 5)),
+    "479 open + [b]": ("chars", lambda n: "(" * 479 + _repeat("a[b]", n - 479)),
+    "unclosed (a": ("chars", lambda n: _repeat("(a", n)),
     "deep edits": ("depth", lambda d: "[a:" * d + "b" + ":1]" * d),
     "nested groups": ("depth", lambda d: "[a AND " * d + "b" + "]" * d),
 }
 SIZES = {"chars": (10**4, 10**5, 10**6), "depth": (10**3, 10**4, 10**5)}
-OPS = ("parse", "format", "lint", "compile", "explain", "schedule", "cli")
+OPS = ("parse", "format", "lint", "compile", "explain", "schedule", "emphasis", "cli")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,7 +106,9 @@ def _cell(op: str, shape: str, size: int) -> dict:
             info["output"] = len(prepared.explain())
         elif op == "schedule":
             info["entries"] = len(emphasis.schedule(text, 20))
-    except nl.ParseError as error:  # an answer too: timed like any other
+        elif op == "emphasis":
+            info["runs"] = len(emphasis.parse(text))
+    except (nl.ParseError, emphasis.EmphasisTooDeepError) as error:  # an answer too: timed like any other
         info["raised"] = type(error).__name__
     return {"seconds": time.process_time() - start, **info}
 

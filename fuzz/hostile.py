@@ -308,7 +308,7 @@ def _library(text: str, with_emphasis: bool) -> list[tuple[str, str]]:
     if program is not None:
         attempt("explain", program.explain)
     if with_emphasis:
-        attempt("emphasis.parse", lambda: emphasis.parse(text))
+        attempt("emphasis.parse", lambda: emphasis.parse(text), (emphasis.EmphasisTooDeepError,))
         attempt("emphasis.schedule", lambda: emphasis.schedule(text, 20))
     return escapes
 

@@ -22,11 +22,18 @@ of malformed input):
   ``+inf`` means "at the last step" (clamped to ``steps``) and ``-inf`` "never".
 - Brackets nested some hundreds deep. A1111 raises ``RecursionError`` (from about 250 levels);
   here the full schedule comes out up to :data:`MAX_DEPTH` (480) levels, and deeper text is read as A1111
-  reads text it cannot parse: the whole text at every step.
+  reads text it cannot parse: the whole text at every step. :func:`parse` refuses text inside more
+  than :data:`MAX_DEPTH` brackets at once (:class:`EmphasisTooDeepError`), where A1111's reading
+  costs quadratic time.
 
-The schedule grammar is the leaf layer, ``grammar/a1111_leaf.lark``; the Earley parser
-for it is built on the first call to :func:`schedule` that needs it (text mixing stray brackets
-with edits or alternations; other text is read in one pass), so importing this module stays cheap.
+And one place where A1111 has no single answer: text with stray brackets (``[a:1]]``) has several
+readings, and A1111's parser picks among them in an order that changes from launch to launch.
+:func:`schedule` always takes the reading that keeps every construct (docs/emphasis.md, "Stray
+brackets").
+
+The schedule grammar is the leaf layer, ``grammar/a1111_leaf.lark``. :func:`schedule` reads it in
+one pass without a parser generator; ``tests/leaf_readings.py`` enumerates the grammar's readings
+with Lark's Earley parser, and the tests check that the answer is always one of them.
 """
 
 from __future__ import annotations
@@ -35,13 +42,29 @@ import gc
 import math
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Union
 
-__all__ = ["BREAK", "parse", "schedule", "variants", "text_at"]
+__all__ = ["BREAK", "MAX_DEPTH", "EmphasisTooDeepError", "depth_error", "parse", "schedule", "variants", "text_at"]
 
 BREAK = ("BREAK", -1.0)
 """The chunk-boundary marker in :func:`parse` output, exactly as A1111 emits it."""
+
+
+class EmphasisTooDeepError(ValueError):
+    """Text inside more than :data:`MAX_DEPTH` brackets open at once, which :func:`parse` refuses.
+
+    ``position`` is the 0-based character index of the first such text, ``depth`` the number of
+    brackets open there.
+    """
+
+    def __init__(self, text: str, position: int, depth: int):
+        self.position = position
+        self.depth = depth
+        super().__init__(
+            f"text at character {position} is inside {depth} brackets at once (nested or left open); "
+            f"emphasis reads at most {MAX_DEPTH}, where the weight is already 1.1**{MAX_DEPTH} = "
+            f"{_ROUND ** MAX_DEPTH:.1e}: remove brackets, or escape them as \\( \\) \\[ \\] to keep them as text"
+        )
 
 _ROUND = 1.1  # (x)
 _SQUARE = 1 / 1.1  # [x]
@@ -79,40 +102,93 @@ def parse(text: str) -> list[tuple[str, float]]:
     ``1.5730000000000004`` here as in A1111. Unmatched closers are text. Adjacent runs of equal
     weight merge, so a result never has two neighbours with ``==`` weights.
     ``BREAK`` is the entry ``("BREAK", -1.0)`` (its weight is multiplied like any other).
-    Never raises: see the module docstring for the one reading that differs from A1111's.
+    See the module docstring for the one reading that differs from A1111's.
+
+    Time: each closing bracket multiplies every run since its opening one, so the work is the
+    number of runs times the brackets around each; that is why text inside more than
+    :data:`MAX_DEPTH` (480) brackets at once, nested or left open, is refused.
+
+    Raises:
+        EmphasisTooDeepError: (a ``ValueError``) text inside more than :data:`MAX_DEPTH` brackets
+            open at once (at 480 the weight is already 1.1**480 = 7.4e19); the message names the
+            character position.
     """
     runs: list[list] = []  # [text, weight], mutated in place as brackets close
-    round_opens: list[int] = []
-    square_opens: list[int] = []
+    opens: dict[str, list[int]] = {"(": [], "[": []}
+    for kind, value, position in _events(text):
+        if kind == "open":
+            opens[value].append(len(runs))
+        elif kind == "close":
+            _scale(runs, opens[value[0]].pop(), value[1])
+        else:
+            depth = len(opens["("]) + len(opens["["])
+            if depth > MAX_DEPTH:
+                raise EmphasisTooDeepError(text, position, depth)
+            if kind == "run":
+                runs.append([value, 1.0])
+            else:
+                _add_text(runs, value)
+    for start in opens["("]:
+        _scale(runs, start, _ROUND)
+    for start in opens["["]:
+        _scale(runs, start, _SQUARE)
+    return _merge_equal_neighbours(runs or [["", 1.0]])
+
+
+def depth_error(text: str) -> EmphasisTooDeepError | None:
+    """The error :func:`parse` would raise for ``text``, found without multiplying any weight (the
+    same reading, one linear pass); None when it would not raise. For the linter (NP204), which
+    reports instead of raising."""
+    depth = 0
+    for kind, value, position in _events(text):
+        if kind == "open":
+            depth += 1
+        elif kind == "close":
+            depth -= 1
+        elif depth > MAX_DEPTH:
+            return EmphasisTooDeepError(text, position, depth)
+    return None
+
+
+def _events(text: str):
+    """A1111's emphasis scanner as events ``(kind, value, position)``: ``("open", "(" or "[", i)``;
+    ``("close", (bracket, factor), i)`` for a closer that closes an open bracket of its kind;
+    ``("run", text, i)`` for one run of its own (an escape, a vanishing backslash) and
+    ``("text", text, i)`` for text :func:`_add_text` splits at BREAK (unmatched closers, plain
+    text, stray colons). ``i`` is where the token starts in ``text``."""
+    rounds = squares = 0
     pos = 0
     while pos < len(text):
         m = _EMPHASIS_TOKEN.match(text, pos)
+        start = m.start()
         pos = m.end()
         kind = m.lastgroup  # the outer group: "weighted", never "weight"
         if kind == "escape":
-            runs.append([m.group()[1], 1.0])
+            yield "run", m.group()[1], start
         elif kind == "backslash":
-            runs.append(["", 1.0])
+            yield "run", "", start
         elif kind == "open":
-            (round_opens if m.group() == "(" else square_opens).append(len(runs))
-        elif kind == "weighted" and round_opens:
+            if m.group() == "(":
+                rounds += 1
+            else:
+                squares += 1
+            yield "open", m.group(), start
+        elif kind == "weighted" and rounds:
             weight = _float_or_none(m.group("weight"))
             if weight is None:  # A1111 raises here; read the colon as text and go on
-                _add_text(runs, ":")
-                pos = m.start() + 1
+                pos = start + 1
+                yield "text", ":", start
             else:
-                _scale(runs, round_opens.pop(), weight)
-        elif m.group() == ")" and round_opens:
-            _scale(runs, round_opens.pop(), _ROUND)
-        elif m.group() == "]" and square_opens:
-            _scale(runs, square_opens.pop(), _SQUARE)
+                rounds -= 1
+                yield "close", ("(", weight), start
+        elif m.group() == ")" and rounds:
+            rounds -= 1
+            yield "close", ("(", _ROUND), start
+        elif m.group() == "]" and squares:
+            squares -= 1
+            yield "close", ("[", _SQUARE), start
         else:
-            _add_text(runs, m.group())
-    for start in round_opens:
-        _scale(runs, start, _ROUND)
-    for start in square_opens:
-        _scale(runs, start, _SQUARE)
-    return _merge_equal_neighbours(runs or [["", 1.0]])
+            yield "text", m.group(), start
 
 
 def _float_or_none(number: str) -> float | None:
@@ -138,14 +214,20 @@ def _scale(runs: list[list], start: int, factor: float) -> None:
 
 
 def _merge_equal_neighbours(runs: list[list]) -> list[tuple[str, float]]:
-    """Join adjacent runs whose weights compare equal; the first run's weight is kept."""
-    merged = [runs[0]]
-    for text, weight in runs[1:]:
-        if merged[-1][1] == weight:
-            merged[-1][0] += text
+    """Join adjacent runs whose weights compare equal; the first run's weight is kept. The texts
+    of a group are joined once (adding them one by one was quadratic on 10^6 colons)."""
+    merged: list[tuple[str, float]] = []
+    texts = [runs[0][0]]
+    weight = runs[0][1]
+    for text, next_weight in runs[1:]:
+        if next_weight == weight:
+            texts.append(text)
         else:
-            merged.append([text, weight])
-    return [(text, float(weight)) for text, weight in merged]
+            merged.append(("".join(texts), float(weight)))
+            texts = [text]
+            weight = next_weight
+    merged.append(("".join(texts), float(weight)))
+    return merged
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,32 +268,28 @@ def schedule(text: str, steps: int) -> list[tuple[int, str]]:
     read that way too (A1111 itself runs out of stack from about 250). See :func:`text_at` for
     which entry a sampling step uses.
 
-    Time: linear in ``len(text)`` for text that cannot hold an edit or an alternation and for
-    text that is one well-formed run (every bracket paired and valid, no ``:`` or ``|`` outside
-    brackets); text that mixes stray brackets with edits or alternations is read by the Earley
-    parse of the whole text (docs/emphasis.md, "Time").
+    Text with stray brackets (``[a:1]]``, ``a [b:2] (c``) has several readings under A1111's
+    grammar, and A1111's own choice among them changes from one launch to the next; here every
+    bracket pair that can be emphasis, an edit or an alternation is read so, and the other
+    brackets are text (docs/emphasis.md, "Stray brackets").
+
+    Time and memory: linear in ``len(text)`` (one pass; no Earley parse).
     """
     if not _may_schedule(text):
         return [(steps, text)]
-    # The one-pass reading allocates a list per open bracket and a node per edit; the cyclic
+    # The reading allocates a node per edit and a few list entries per bracket; the cyclic
     # collector's full passes would re-walk all of them (a 10^5-deep text took 1.7x as long), and
-    # they hold no cycles. The Earley parse below runs with the collector on: its forest has cycles.
+    # they hold no cycles.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        pieces = _run_pieces(text, steps)
-        if pieces is _TOO_DEEP:
+        pieces = _read(text, steps)
+        if pieces is None or pieces is _TOO_DEEP:
             return [(steps, text)]
-        if pieces is not None:
-            return _entries(pieces, steps)
+        return _entries(pieces, steps)
     finally:
         if collecting:
             gc.enable()
-    try:
-        pieces = _parse_schedule(text, steps)
-    except RecursionError:  # nesting beyond Python's stack, where A1111 raises too
-        return [(steps, text)]
-    return [(steps, text)] if pieces is None else _entries(pieces, steps)
 
 
 MAX_DEPTH = 480
@@ -224,6 +302,8 @@ _EDIT_END = re.compile(
 )
 _NUMBER = re.compile(_EDIT_END.pattern[len(r":\s*"):-len(r"\s*\]")])
 _SPACE = re.compile(r"\s+")
+# LEAF_CHARS: anything but brackets, colons and bars; a backslash takes the next character along.
+_PLAIN = re.compile(r"(?:[^\\\[\]():|]|\\.)+")
 
 
 def _may_schedule(text: str) -> bool:
@@ -236,95 +316,122 @@ def _may_schedule(text: str) -> bool:
 _TOO_DEEP = object()
 
 
-def _run_pieces(text: str, steps: int):
-    """The pieces of ``text`` when the whole text is one run of the leaf grammar, else None
-    (``_TOO_DEEP`` beyond :data:`MAX_DEPTH`); one pass, a stack of open brackets.
+def _read(text: str, steps: int):
+    """The pieces of ``text`` in the reading described in docs/emphasis.md ("Stray brackets"): every
+    bracket pair that can be emphasis, an edit or an alternation is read so, every other bracket
+    and every ``:`` outside them is text. None when the leaf grammar has no reading at all (a ``|``
+    outside every alternation, a backslash at the end or before a newline); ``_TOO_DEEP`` when
+    brackets are read nested deeper than :data:`MAX_DEPTH`.
 
-    A run is what ``leaf_run`` derives: plain text, ``(x)``, ``(x:y)``, ``[x]``, edits and
-    alternations, nested, with every bracket closed by its own kind and no ``:`` or ``|`` outside
-    brackets. Its reading is unique (what a bracket is follows from the ``:`` and ``|`` at its own
-    level), and when the whole text is a run, the Earley parse picks that reading first: rule
-    order puts ``leaf_run`` before stray brackets. ``tests/test_emphasis.py`` compares this with
-    the Earley parse on every short text over the grammar's characters.
+    One pass with a stack of open brackets. The pieces go to one list, ``out``, as they are read,
+    each open bracket and separator as its own one-character string; a bracket that closes as
+    emphasis leaves ``out`` as it is, an edit or alternation replaces its stretch of ``out`` by
+    one object, and a bracket that cannot close is text already, so nothing is ever moved twice.
+
+    Why this is a reading of the grammar, and which: inside a construct there is no stray bracket,
+    so the only bracket a `]` or `)` can pair with is the innermost open one, if it is of its kind;
+    a closer that cannot pair, or a pair that is no construct, leaves every bracket still open
+    unpairable (each would enclose a stray), and those all become text at once. The ``|`` is no
+    stray: one outside every alternation means no parse.
     """
-    # Each open bracket: [kind, segments, bars]; a segment is a list of pieces, cut at `:` or `|`.
-    stack: list[list] = []
-    top: list = []  # the pieces of the run itself
-    plain_start = 0
-    too_deep = False
+    out: list = []  # the pieces read so far, top level and open brackets alike
+    kinds: list[str] = []  # the open brackets, innermost last ...
+    starts: list[int] = []  # ... where each sits in `out`
+    depths: list[int] = []  # ... the deepest construct read inside each so far
+    separators: list[int] = []  # positions in `out` of the `:` and `|` inside open brackets
+    separator_base: list[int] = []  # ... where each open bracket's own separators begin
+    open_bars = 0  # `|` among `separators`
     n = len(text)
     i = 0
-
-    def flush(upto: int) -> None:
-        if upto > plain_start:
-            (stack[-1][1][-1] if stack else top).append(text[plain_start:upto])
-
     while i < n:
+        plain = _PLAIN.match(text, i)
+        if plain is not None:
+            out.append(plain.group())
+            i = plain.end()
+            if i == n:
+                break
         c = text[i]
-        if c == "\\":
-            if i + 1 >= n or text[i + 1] == "\n":
-                return None  # LEAF_CHARS cannot read it: no parse at all
-            i += 2
-            continue
-        if c not in "[]():|":
-            i += 1
-            continue
-        flush(i)
-        plain_start = i + 1
-        if c in "([":
-            if len(stack) >= MAX_DEPTH:
-                too_deep = True
-            stack.append([c, [[]], 0])
-        elif c in ":|":
-            if not stack or (c == "|" and stack[-1][0] == "("):
-                return None
-            if c == "|":
-                stack[-1][2] += 1
-            stack[-1][1].append([c])  # the separator leads its segment
-        else:
-            if not stack:
-                return None
-            kind, segments, bars = stack.pop()
-            if (kind == "(") != (c == ")"):
-                return None
-            made = _close(kind, segments, bars, steps)
-            if made is None:
-                return None
-            (stack[-1][1][-1] if stack else top).extend(made)
         i += 1
-    if stack:
+        if c == "\\":
+            return None  # at the end or before a newline: LEAF_CHARS cannot read it, no parse at all
+        if c in "([":
+            kinds.append(c)
+            starts.append(len(out))
+            depths.append(0)
+            separator_base.append(len(separators))
+            out.append(c)
+        elif c in ":|":
+            if not kinds:
+                if c == "|":
+                    return None  # `|` is no stray: it must be inside an alternation
+                out.append(c)
+            elif c == "|" and kinds[-1] == "(":
+                return None  # this `|` can only be inside this `(`, or at the top level
+            else:
+                open_bars += c == "|"
+                separators.append(len(out))
+                out.append(c)
+        else:  # `)` or `]`
+            if kinds and (kinds[-1] == "(") == (c == ")"):
+                base = separator_base[-1]
+                made = _close(out, starts[-1], separators[base:], steps)
+                if made is not None:
+                    depth = depths.pop() + 1
+                    if depth > MAX_DEPTH:
+                        return _TOO_DEEP
+                    open_bars -= sum(out[p] == "|" for p in separators[base:])
+                    del separators[base:]
+                    separator_base.pop()
+                    kinds.pop()
+                    start = starts.pop()
+                    if made is _EMPHASIS:
+                        out.append(c)
+                    else:
+                        del out[start:]
+                        out.append(made)
+                    if depths and depths[-1] < depth:
+                        depths[-1] = depth
+                    continue
+            # No pair: this closer is text, and so is every bracket still open.
+            if open_bars:
+                return None
+            del kinds[:], starts[:], depths[:], separators[:], separator_base[:]
+            out.append(c)
+    if open_bars:
         return None
-    if too_deep:
-        return _TOO_DEEP
-    flush(n)
-    return tuple(top)
+    return tuple(out)
 
 
-def _close(kind: str, segments: list[list], bars: int, steps: int) -> list | None:
-    """The pieces of one closed bracket from its segments (each after the first led by its `:` or
-    `|`), or None when the leaf grammar has no reading of it as a run."""
-    colons = len(segments) - 1 - bars
-    if kind == "(":
-        if colons > 1:
-            return None
-        return ["(", *_joined(segments), ")"]
+_EMPHASIS = object()  # from _close: the bracket is emphasis, its pieces stay where they are
+
+
+def _close(out: list, start: int, own: list[int], steps: int):
+    """What the open bracket at ``out[start]`` is when its closer comes next: ``_EMPHASIS``, an
+    :class:`_Edit` or :class:`_Alternation` built from ``out[start + 1:]``, or None when the leaf
+    grammar has no construct for it. ``own`` holds the positions of its own ``:`` and ``|`` in
+    ``out``."""
+    bars = sum(out[p] == "|" for p in own)
+    colons = len(own) - bars
+    if out[start] == "(":
+        return _EMPHASIS if colons <= 1 else None
     if bars:
         if colons:
             return None
-        return [_Alternation(tuple(tuple(segment[1:] if k else segment) for k, segment in enumerate(segments)))]
+        bounds = [start, *own, len(out)]
+        return _Alternation(tuple(tuple(out[a + 1:b]) for a, b in zip(bounds, bounds[1:])))
     if not colons:
-        return ["[", *segments[0], "]"]
+        return _EMPHASIS
     if colons > 2:
         return None
-    when = segments[-1][1:]
+    when = out[own[-1] + 1:]
     if len(when) > 1 or (when and not isinstance(when[0], str)):
         return None  # a bracket between the last `:` and the `]`
     number = _when_text(when[0] if when else "")
     if number is None:
         return None
     if colons == 1:
-        return [_Edit((), tuple(segments[0]), _when(number, steps))]
-    return [_Edit(tuple(segments[0]), tuple(segments[1][1:]), _when(number, steps))]
+        return _Edit((), tuple(out[start + 1:own[0]]), _when(number, steps))
+    return _Edit(tuple(out[start + 1:own[0]]), tuple(out[own[0] + 1:own[1]]), _when(number, steps))
 
 
 def _when_text(text: str) -> str | None:
@@ -339,14 +446,6 @@ def _when_text(text: str) -> str | None:
     space = _SPACE.match(text, number.end())
     end = space.end() if space else number.end()
     return number.group() if end == len(text) else None
-
-
-def _joined(segments: list[list]) -> list:
-    """The pieces of all segments, separators included, as the text reads."""
-    out: list = []
-    for segment in segments:
-        out.extend(segment)
-    return out
 
 
 def _entries(pieces: _Pieces, steps: int) -> list[tuple[int, str]]:
@@ -377,37 +476,6 @@ def text_at(entries: list[tuple[int, str]], step: int) -> str:
         if step <= end:
             return entry
     return entries[0][1]
-
-
-def _parse_schedule(text: str, steps: int) -> _Pieces | None:
-    """The pieces of ``text`` with each ``when`` resolved for ``steps``; None if it does not parse."""
-    from lark.exceptions import LarkError
-
-    try:
-        tree = _leaf_parser().parse(text)
-    except LarkError:
-        return None
-    return _pieces(tree, steps)
-
-
-def _pieces(node, steps: int) -> _Pieces:
-    """Flatten a parse tree into pieces; only edits and alternations keep their structure."""
-    if node is None:  # an absent optional part, e.g. `from` in `[to:when]`
-        return ()
-    if isinstance(node, str):  # a lark Token
-        return (str(node),)
-    if node.data == "leaf_edit":
-        before, after, _, when, _ = node.children
-        return (_Edit(_pieces(before, steps), _pieces(after, steps), _when(when, steps)),)
-    if node.data == "leaf_alternate":
-        options = []
-        for option in node.children:
-            options.append(_pieces(option, steps))
-        return (_Alternation(tuple(options)),)
-    flat: list = []
-    for child in node.children:  # a loop, not a generator: one stack frame per tree level
-        flat.extend(_pieces(child, steps))
-    return tuple(flat)
 
 
 def _when(number: str, steps: int) -> float:
@@ -461,11 +529,3 @@ def leaf_grammar() -> str:
     from .parser import grammar_text
 
     return grammar_text("a1111_leaf.lark")
-
-
-@lru_cache(maxsize=1)
-def _leaf_parser():
-    """The Earley parser of the leaf layer, built once on first use (the only cached state)."""
-    from lark import Lark
-
-    return Lark(leaf_grammar(), start="leaf_prompt", parser="earley")

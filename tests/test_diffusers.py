@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from neutral_lang import examples  # noqa: E402
+from neutral_lang import emphasis, examples  # noqa: E402
 from neutral_lang.backends.diffusers import tiny as tiny_pipes  # noqa: E402  (needs torch and diffusers)
 from diffusers import (  # noqa: E402
     HeunDiscreteScheduler,
@@ -148,6 +148,15 @@ def test_bfloat16_pipeline_runs():
 def test_prompt_arguments_are_refused(sd_pipe):
     with pytest.raises(TypeError, match="compile"):
         nl.compile("a castle").run(sd_pipe, prompt="a dog")
+
+
+@pytest.mark.parametrize("prompt", ["(" * 481 + "castle", "a castle AND " + "[" * 481 + "dog"])
+def test_text_inside_too_many_brackets_is_refused_before_the_unet_runs(sd_pipe, prompt):
+    before = snapshot(sd_pipe)
+    with UNetCalls(sd_pipe.unet) as calls, pytest.raises(emphasis.EmphasisTooDeepError, match="481 brackets"):
+        nl.compile(prompt).run(sd_pipe, num_inference_steps=STEPS)
+    assert calls.batches == []
+    assert_unchanged(before, snapshot(sd_pipe))
 
 
 # -- one batched UNet call per step ------------------------------------------------------------
