@@ -90,6 +90,15 @@ FIXTURES = {
         ("[a AND b] :0.5", []),  # a group
         ("[x] [y] :0.5", []),  # not one pair of brackets
     ],
+    "NP204": [
+        ("a AND_PERP " + "(" * 481 + "fog" + ")" * 481, [("f", None)]),
+        ("(" * 300 + "[" * 181 + "x", [("x", None)]),
+        ("(a" * 481, [("a", None, 961)]),  # left open: the 481st `a` is inside 481
+        ("(" * 480 + "fog" + ")" * 480, []),
+        ("(" * 1000 + ")" * 1000, []),  # no text inside
+        ("\\(" * 1000 + "a", []),  # escaped brackets are text
+        ("(" * 481 + " AND b", []),  # no text of the part inside them (the space before AND is no text)
+    ],
     "NP301": [
         ("a castle AND_PREP monster", [("AND_PREP", "AND_PERP")]),
         ("a AND_SLAT b", [("AND_SLAT", "AND_SALT")]),

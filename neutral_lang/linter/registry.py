@@ -72,6 +72,8 @@ _TABLE = (
          fix="unsafe"),
     Rule("NP203", "weighted-single-part-brackets", "warning",
          "brackets holding one part, with a weight: A1111 text, not a group"),
+    Rule("NP204", "emphasis-too-deep", "error",
+         "text inside more than 480 brackets at once, which A1111 emphasis is not read to"),
     Rule("NP301", "misspelt-keyword", "warning", "a word that is nearly a keyword (AND_PREP, ANDPERP, AND PERP)",
          fix="safe"),
     Rule("NP302", "keyword-case", "warning", "a keyword in the wrong case (and_perp, AND_TOPk) is plain text",
