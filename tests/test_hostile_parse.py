@@ -15,7 +15,7 @@ import sys
 import pytest
 
 import neutral_lang as nl
-from neutral_lang import ast
+from neutral_lang import ast, emphasis
 from neutral_lang.linter import lint
 
 
@@ -151,3 +151,49 @@ def test_lint_reads_on_with_a_finite_weight_after_an_overflowing_one():
 
     tree = parse_recovering(text, lambda err: "1".rjust(err.end - err.pos, "0"))
     assert [p.weight for p in tree.parts] == [1.0, 1.0]
+
+
+# --- the leaf layer: what run() reads in every text --------------------------------------------
+
+LEAF_SHAPES = {
+    "an edit, then stray closers": lambda n: "[a:1]" + "]" * n,
+    "edits after a stray '['": lambda n: "[ [a:b:1] " * n,
+    "stray '(' among edits": lambda n: "( [a:b:1] " * n,
+    "edits nested in emphasis": lambda n: "(" * min(n, 400) + "[a:b:1]" * n + ")" * min(n, 400),
+}
+
+
+@pytest.mark.parametrize("make", LEAF_SHAPES.values(), ids=LEAF_SHAPES.keys())
+def test_schedule_is_linear(make):
+    # Text mixing stray brackets with edits went to A1111's Earley parse: cubic on the first
+    # shape ('[a:1]' + ']' * 1000 took 21 s).
+    assert _growth(make, lambda text: emphasis.schedule(text, 20)) < 13
+
+
+EMPHASIS_SHAPES = {
+    "brackets left open": lambda n: "(a" * n,  # was quadratic; now refused past 480
+    "emphasis runs": lambda n: "(a) [b] " * n,
+    "closers with nothing to close": lambda n: "a]" * n,
+}
+
+
+def _emphasis_parse(text: str):
+    try:
+        return emphasis.parse(text)
+    except emphasis.EmphasisTooDeepError as refused:  # an answer too, and counted like one
+        return refused
+
+
+@pytest.mark.parametrize("make", EMPHASIS_SHAPES.values(), ids=EMPHASIS_SHAPES.keys())
+def test_emphasis_parse_is_linear(make):
+    assert _growth(make, _emphasis_parse) < 13
+
+
+def test_emphasis_parse_of_sizes_that_took_minutes():
+    # Merging runs of equal weight added their texts one by one, a copy per run inside C:
+    # ":" * 10**6 took 27 s. And every closing bracket multiplies every run after its opening one,
+    # so text inside n brackets costs n multiplications: refused past 480 ("(a" * 500000 would
+    # have taken about 40 minutes).
+    assert emphasis.parse(":" * 10**6) == [(":" * 10**6, 1.0)]
+    with pytest.raises(emphasis.EmphasisTooDeepError):
+        emphasis.parse("(a" * 500_000)
