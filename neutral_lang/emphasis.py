@@ -113,26 +113,81 @@ def parse(text: str) -> list[tuple[str, float]]:
             open at once (at 480 the weight is already 1.1**480 = 7.4e19); the message names the
             character position.
     """
-    runs: list[list] = []  # [text, weight], mutated in place as brackets close
+    texts: list[str] = []
+    weights: list[float] = []  # one per text
+    closes: list[tuple[int, int, float]] = []  # (first run, end, factor) of each closing bracket, in order
     opens: dict[str, list[int]] = {"(": [], "[": []}
     for kind, value, position in _events(text):
         if kind == "open":
-            opens[value].append(len(runs))
+            opens[value].append(len(weights))
         elif kind == "close":
-            _scale(runs, opens[value[0]].pop(), value[1])
+            closes.append((opens[value[0]].pop(), len(weights), value[1]))
         else:
             depth = len(opens["("]) + len(opens["["])
             if depth > MAX_DEPTH:
                 raise EmphasisTooDeepError(text, position, depth)
             if kind == "run":
-                runs.append([value, 1.0])
+                texts.append(value)
+                weights.append(1.0)
             else:
-                _add_text(runs, value)
-    for start in opens["("]:
-        _scale(runs, start, _ROUND)
-    for start in opens["["]:
-        _scale(runs, start, _SQUARE)
-    return _merge_equal_neighbours(runs or [["", 1.0]])
+                _add_text(texts, weights, value)
+    _apply_closes(weights, closes)
+    _close_left_open(weights, opens["("], opens["["])
+    if not texts:
+        return [("", 1.0)]
+    return _merge_equal_neighbours(texts, weights)
+
+
+_BLOCK = 4096  # runs multiplied together: a block's weights stay in the CPU's cache
+
+
+def _apply_closes(weights: list[float], closes: list[tuple[int, int, float]]) -> None:
+    """Multiply ``weights[first:end]`` by ``factor`` for each close, in order: what A1111 does at
+    each closing bracket, done afterwards. Every weight gets the same multiplications in the same
+    order, but block by block (all closes of one block of runs, then the next), so a text with
+    hundreds of brackets around 10^5 runs does not stream every weight through memory once per
+    bracket (that made 10^6 characters 17x slower than 10^5, not 10x)."""
+    if not closes:
+        return
+    blocks: list[list[int]] = [[] for _ in range((len(weights) + _BLOCK - 1) // _BLOCK)]
+    for index, (first, end, _) in enumerate(closes):
+        for block in range(first // _BLOCK, (end - 1) // _BLOCK + 1) if end > first else ():
+            blocks[block].append(index)
+    for block, indices in enumerate(blocks):
+        low, high = block * _BLOCK, (block + 1) * _BLOCK
+        for index in indices:
+            first, end, factor = closes[index]
+            a, b = max(first, low), min(end, high)
+            weights[a:b] = [weight * factor for weight in weights[a:b]]
+
+
+def _close_left_open(weights: list[float], rounds: list[int], squares: list[int]) -> None:
+    """What A1111 does with brackets still open at the end: each round one multiplies everything
+    after it by 1.1, outermost first, then each square one by 1/1.1. So run ``j`` is multiplied
+    by 1.1 once per round bracket opened before it, then by 1/1.1 once per square one: done run
+    by run here, the same multiplications in the same order, with the result kept for the next
+    run of the same weight and counts (one pass over the runs instead of one per bracket)."""
+    if not rounds and not squares:
+        return
+    known: dict[tuple[float, int, int], float] = {}
+    r = s = 0
+    for j, weight in enumerate(weights):
+        while r < len(rounds) and rounds[r] <= j:
+            r += 1
+        while s < len(squares) and squares[s] <= j:
+            s += 1
+        if not r and not s:
+            continue
+        key = (weight, r, s)
+        result = known.get(key) if weight else None  # 0.0 == -0.0 as keys, but not as results
+        if result is None:
+            result = weight
+            for _ in range(r):
+                result *= _ROUND
+            for _ in range(s):
+                result *= _SQUARE
+            known[key] = result
+        weights[j] = result
 
 
 def depth_error(text: str) -> EmphasisTooDeepError | None:
@@ -199,34 +254,30 @@ def _float_or_none(number: str) -> float | None:
         return None
 
 
-def _add_text(runs: list[list], text: str) -> None:
+def _add_text(texts: list[str], weights: list[float], text: str) -> None:
     """Append plain text at weight 1, with a BREAK marker wherever A1111 splits it."""
     for i, piece in enumerate(_BREAK_SPLIT.split(text)):
         if i:
-            runs.append(list(BREAK))
-        runs.append([piece, 1.0])
+            texts.append(BREAK[0])
+            weights.append(BREAK[1])
+        texts.append(piece)
+        weights.append(1.0)
 
 
-def _scale(runs: list[list], start: int, factor: float) -> None:
-    """Multiply every run from ``start`` on; one multiplication per close, as A1111 does it."""
-    for run in runs[start:]:
-        run[1] *= factor
-
-
-def _merge_equal_neighbours(runs: list[list]) -> list[tuple[str, float]]:
+def _merge_equal_neighbours(texts: list[str], weights: list[float]) -> list[tuple[str, float]]:
     """Join adjacent runs whose weights compare equal; the first run's weight is kept. The texts
     of a group are joined once (adding them one by one was quadratic on 10^6 colons)."""
     merged: list[tuple[str, float]] = []
-    texts = [runs[0][0]]
-    weight = runs[0][1]
-    for text, next_weight in runs[1:]:
+    group = [texts[0]]
+    weight = weights[0]
+    for text, next_weight in zip(texts[1:], weights[1:]):
         if next_weight == weight:
-            texts.append(text)
+            group.append(text)
         else:
-            merged.append(("".join(texts), float(weight)))
-            texts = [text]
+            merged.append(("".join(group), float(weight)))
+            group = [text]
             weight = next_weight
-    merged.append(("".join(texts), float(weight)))
+    merged.append(("".join(group), float(weight)))
     return merged
 
 
