@@ -10,8 +10,8 @@ encoder reads for every text) and ``cli`` (``neutral-lang lint FILE`` in a subpr
 start-up included). Shapes: a plain prompt, and the adversarial shapes of the hostile-input issue:
 runs of unclosed ``[ AND``, of ``AND(``, of colons, of ``:nan`` weights, of unclosed groups, of
 A1111 brackets ``[b] ``, of A1111 prompt edits and alternations, of edits after a stray ``[``,
-an edit followed by stray ``]``, 479 unclosed ``(`` before ``a[b]`` runs (the most brackets
-``emphasis.parse`` multiplies through), unclosed ``(a`` runs (refused past 480), groups nested ``depth`` deep, and prompt edits nested ``depth`` deep.
+an edit followed by stray ``]``, 479 unclosed ``(`` before ``a[b]`` runs and 479 pairs around
+them (the most brackets ``emphasis.parse`` multiplies through), unclosed ``(a`` runs (refused past 480), groups nested ``depth`` deep, and prompt edits nested ``depth`` deep.
 
 Each cell runs in a fresh subprocess with a time limit and is timed by CPU time (the child's own,
 so other processes on a shared machine do not count; the ``cli`` cell counts the CLI's CPU time).
@@ -54,6 +54,7 @@ SHAPES = {
     "stray [ + edits": ("chars", lambda n: _repeat("[ [a:b:1] ", n)),
     "edit + stray ]": ("chars", lambda n: "[a:1]" + "]" * (n - 5)),
     "479 open + [b]": ("chars", lambda n: "(" * 479 + _repeat("a[b]", n - 479)),
+    "479 around [b]": ("chars", lambda n: "(" * 479 + _repeat("a[b]", n - 958) + ")" * 479),
     "unclosed (a": ("chars", lambda n: _repeat("(a", n)),
     "deep edits": ("depth", lambda d: "[a:" * d + "b" + ":1]" * d),
     "nested groups": ("depth", lambda d: "[a AND " * d + "b" + "]" * d),
