@@ -150,13 +150,30 @@ def test_prompt_arguments_are_refused(sd_pipe):
         nl.compile("a castle").run(sd_pipe, prompt="a dog")
 
 
-@pytest.mark.parametrize("prompt", ["(" * 481 + "castle", "a castle AND " + "[" * 481 + "dog"])
-def test_text_inside_too_many_brackets_is_refused_before_the_unet_runs(sd_pipe, prompt):
+@pytest.mark.parametrize("prompt, negative", [
+    ("(" * 481 + "castle", None),  # one part: the unhooked path
+    ("a castle AND " + "[" * 481 + "dog", None),
+    ("a castle", "(" * 300 + "[" * 181 + "blurry"),  # the negative prompt too
+    ("a " + "(" * 480 + "[castle:dog:2] AND b", None),  # as written: the edit's bracket is the 481st
+])
+def test_text_inside_too_many_brackets_is_refused_before_any_text_is_encoded(sd_pipe, prompt, negative):
     before = snapshot(sd_pipe)
-    with UNetCalls(sd_pipe.unet) as calls, pytest.raises(emphasis.EmphasisTooDeepError, match="481 brackets"):
-        nl.compile(prompt).run(sd_pipe, num_inference_steps=STEPS)
-    assert calls.batches == []
+    encoded = []
+    forward = sd_pipe.text_encoder.forward
+    sd_pipe.text_encoder.forward = lambda *a, **k: encoded.append(1) or forward(*a, **k)
+    try:
+        with UNetCalls(sd_pipe.unet) as calls, pytest.raises(emphasis.EmphasisTooDeepError, match="481 brackets"):
+            nl.compile(prompt).run(sd_pipe, num_inference_steps=STEPS, negative_prompt=negative)
+    finally:
+        del sd_pipe.text_encoder.forward
+    assert calls.batches == [] and encoded == []
     assert_unchanged(before, snapshot(sd_pipe))
+
+
+def test_emphasis_none_reads_deep_brackets_as_text(sd_pipe):
+    out = nl.compile("(" * 481 + "castle").run(sd_pipe, num_inference_steps=STEPS, emphasis="none",
+                                             output_type="latent").images
+    assert torch.isfinite(out).all()
 
 
 # -- one batched UNet call per step ------------------------------------------------------------

@@ -146,3 +146,11 @@ def test_run_on_a_modular_pipeline_points_to_the_guider(pipe):
     # run() drives classic pipelines; a modular one is refused before any work, with the way to go
     with pytest.raises(UnsupportedPipelineError, match="ProgramGuidance"):
         nl.compile(ONE).run(pipe)
+
+
+def test_text_inside_too_many_brackets_is_refused_when_the_guider_is_made():
+    from neutral_lang import emphasis
+
+    with pytest.raises(emphasis.EmphasisTooDeepError, match="481 brackets"):
+        ProgramGuidance(prompt="a castle AND " + "(" * 481 + "dog")
+    assert ProgramGuidance(prompt="(" * 481 + "dog", emphasis="none").program.prompts == ("(" * 481 + "dog",)

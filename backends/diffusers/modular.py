@@ -147,6 +147,11 @@ class ProgramGuidance(BaseGuidance):
                 "run one guider per prompt."
             )
         self.program = compile(prompt)
+        if emphasis != "none":  # as run() does: refuse text inside more than 480 brackets up front
+            for text in self.program.prompts:
+                error = _emphasis.depth_error(text)  # a scheduled text has no more brackets open
+                if error is not None:
+                    raise error
         self.guidance_scale = float(guidance_scale)
         self.options = TextOptions(
             emphasis,

@@ -109,7 +109,8 @@ def run(
     ``TypeError``) for anything that is not a pipeline of a supported family (``pipe=None``
     included), ``UnsupportedFeatureError`` (a ``ValueError``) for a call argument the family
     cannot honour (``pag_scale > 0``), ``TypeError`` for prompt arguments (the prompt is the
-    program), ``ValueError`` for bad options. Runs on one denoiser from several threads take turns
+    program), ``ValueError`` for bad options, ``emphasis.EmphasisTooDeepError`` (a ``ValueError``)
+    for text inside more than 480 brackets (docs/emphasis.md). Runs on one denoiser from several threads take turns
     (the second waits); a run started from inside a run on the same denoiser and thread raises
     :class:`DenoiserBusyError`. Whatever happens, the pipeline is left as it was found.
     """
@@ -131,12 +132,14 @@ def run(
     with _exclusive(denoiser):
         encoder = family.text_encoder(pipe, options)
         guidance = _Guidance(program, pipe, family, encoder, negative_prompt, kwargs, max_batch, trace, rescale)
+        steps = kwargs.get("num_inference_steps") or _call_default(pipe, "num_inference_steps", 50)
+        if emphasis != "none":
+            guidance.check_emphasis(int(steps))
         direct = None if trace is not None or max_batch is not None else guidance.direct_inputs()
         if direct is not None:
             # One conditioning per prompt, nothing scheduled: the pipeline's own step computes
             # exactly the program's guidance, so it runs untouched on our embeddings.
             return pipe(**kwargs, **direct)
-        steps = kwargs.get("num_inference_steps") or _call_default(pipe, "num_inference_steps", 50)
         guidance.encode_variants(int(steps))  # the loop's real length is checked at its first call
         inputs = family.pipeline_inputs(guidance.carrier())
         if guidance.branches and not guidance.cfg_scale > 1:
@@ -350,6 +353,19 @@ class _Guidance:
         self.side_signatures = {id(m): _signature(m) for m in family.side_modules(pipe)}
 
     # -- text -------------------------------------------------------------------------------
+
+    def check_emphasis(self, steps: int) -> None:
+        """Raise ``EmphasisTooDeepError`` before any text is encoded when a text of the program or
+        the negative prompt, as written or as its schedule shows it in ``steps``, has text inside
+        more than 480 brackets (docs/emphasis.md). As written includes the brackets of edits and
+        alternations, which the scheduled texts drop: lint's NP204 reads the text as written too."""
+        for text in dict.fromkeys((*self.prompts, *self.negatives)):
+            if not isinstance(text, str):
+                continue  # not a text: refused where it is encoded
+            for variant in (text, *_emphasis.variants(text, steps)):
+                error = _emphasis.depth_error(variant)
+                if error is not None:
+                    raise error
 
     def encode_variants(self, steps: int) -> None:
         """Encode every text a schedule of the program or the negative prompt shows in ``steps``."""

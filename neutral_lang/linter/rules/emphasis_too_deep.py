@@ -3,8 +3,8 @@
 A1111's emphasis multiplies the weight of everything inside a bracket when the bracket closes (or,
 left open, at the end of the text), so text inside n brackets is multiplied n times; the work is
 quadratic in the length without a limit. ``emphasis.parse`` refuses text inside more than
-``emphasis.MAX_DEPTH`` (480) brackets open at once, nested or left open, and ``run()`` raises it
-while encoding the prompt's texts, before the denoiser runs (docs/emphasis.md). This rule reports the first such text of each part,
+``emphasis.MAX_DEPTH`` (480) brackets open at once, nested or left open, and ``run()`` refuses a
+prompt whose text, as written, has such text, before any text is encoded (docs/emphasis.md). This rule reports the first such text of each part,
 as the part is written.
 """
 
