@@ -425,12 +425,14 @@ def _read(text: str, steps: int):
         else:  # `)` or `]`
             if kinds and (kinds[-1] == "(") == (c == ")"):
                 base = separator_base[-1]
-                made = _close(out, starts[-1], separators[base:], steps)
+                own = separators[base:]
+                bars = sum(out[p] == "|" for p in own)
+                made = _close(out, starts[-1], own, bars, steps)
                 if made is not None:
                     depth = depths.pop() + 1
                     if depth > MAX_DEPTH:
                         return _TOO_DEEP
-                    open_bars -= sum(out[p] == "|" for p in separators[base:])
+                    open_bars -= bars
                     del separators[base:]
                     separator_base.pop()
                     kinds.pop()
@@ -456,12 +458,11 @@ def _read(text: str, steps: int):
 _EMPHASIS = object()  # from _close: the bracket is emphasis, its pieces stay where they are
 
 
-def _close(out: list, start: int, own: list[int], steps: int):
+def _close(out: list, start: int, own: list[int], bars: int, steps: int):
     """What the open bracket at ``out[start]`` is when its closer comes next: ``_EMPHASIS``, an
     :class:`_Edit` or :class:`_Alternation` built from ``out[start + 1:]``, or None when the leaf
     grammar has no construct for it. ``own`` holds the positions of its own ``:`` and ``|`` in
-    ``out``."""
-    bars = sum(out[p] == "|" for p in own)
+    ``out``, ``bars`` how many of them are ``|``."""
     colons = len(own) - bars
     if out[start] == "(":
         return _EMPHASIS if colons <= 1 else None

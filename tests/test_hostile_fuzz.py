@@ -16,6 +16,12 @@ def _run(*args, code: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
+def _assert_prints_ok(code: str) -> None:
+    """Run a planted-failure script; it asserts what the harness reported and prints "ok"."""
+    done = _run(code=code)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr
+
+
 def test_a_small_run_is_clean_and_prints_the_table():
     done = _run("--count", "120", "--workers", "2", "--seed", "7", "--batch", "30", "--subprocess-every", "60")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -49,8 +55,7 @@ assert result["escapes"] and result["escapes"][0][0] == "lint", result
 assert "KeyError" in result["escapes"][0][1]
 print("ok")
 """
-    done = _run(code=code)
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr
+    _assert_prints_ok(code)
 
 
 def test_an_input_over_the_time_cap_is_stopped_and_reported():
@@ -65,8 +70,7 @@ assert result["escapes"] == [("library", "over the time cap (0.3 s CPU)")], resu
 assert result["seconds"] < 5
 print("ok")
 """
-    done = _run(code=code)
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr
+    _assert_prints_ok(code)
 
 
 def test_a_command_line_internal_error_is_an_escape():
@@ -86,8 +90,7 @@ for i in range(40):
 assert found and all("internal error" in what for _, what in found), found
 print("ok")
 """
-    done = _run(code=code)
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr
+    _assert_prints_ok(code)
 
 
 def test_inputs_are_reproducible_from_seed_and_index():
@@ -98,5 +101,4 @@ names = {hostile.draw(1, i)[0] for i in range(300)}
 assert names == set(hostile.TEXT_GENERATORS), names
 print("ok")
 """
-    done = _run(code=code)
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr
+    _assert_prints_ok(code)
